@@ -1,0 +1,72 @@
+"""The `steer` command line: thin over the library; one module per command group.
+
+Exit codes: 0 ok, 1 program or input error (one line, no traceback unless --debug), 2 usage.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from steerlang.errors import SteerError
+
+app = typer.Typer(
+    name="steer",
+    help="steerlang: name what a multimodal LLM sees, and switch it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+out_console = Console(highlight=False, soft_wrap=True)
+_state = {"debug": False}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """Turn a SteerError into a one-line message and exit code 1 (a traceback only with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SteerError as exc:
+            if _state["debug"]:
+                raise
+            err_console.print(f"error: {exc}", markup=False)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+    _state["debug"] = debug
+
+
+def _register() -> None:
+    # Each command group lives in its own module and adds itself to `app` on import.
+    import importlib
+
+    for name in ("world", "lang", "dictionary", "run"):
+        try:
+            importlib.import_module(f"steerlang.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"steerlang.cli.{name}":
+                raise
+
+
+_register()
+
+
+def main() -> None:
+    # Accept --debug anywhere on the line, not only before the sub-command.
+    if "--debug" in sys.argv[1:]:
+        sys.argv = [sys.argv[0], "--debug"] + [a for a in sys.argv[1:] if a != "--debug"]
+    app()
