@@ -1,0 +1,357 @@
+"""SAE training: Adam, unit-norm decoder rows, dead-latent handling, checkpoints, resume.
+
+One step (TopK): the dense pre-activations ``(x - b_dec) @ W_enc + b_enc`` [B, d_sae] are computed
+without autograd; only the k selected entries per token are recomputed with gradients by
+`_GatherPre`, whose backward is sparse (no dense [B, d_sae] gradient, no second big matmul); the
+decode gathers the k active decoder rows (``embedding_bag``) instead of a dense
+[B, d_sae] @ [d_sae, d_in]. Losses are normalised per batch (FVU), so ``lr`` and coefficients do not
+depend on the activation scale:
+
+    topk:  FVU(x, x_hat) [+ aux_coeff * FVU(e, e_hat) over the top-aux_k dead latents (AuxK)]
+    relu:  FVU(x, x_hat) + l1_coeff * mean_t ||z_t||_1 / rms(x - mean)  [+ AuxK]
+
+After each Adam step the decoder rows are renormalised to unit norm (and before it the gradient
+component parallel to each row is removed). Dead = not fired in the last ``dead_window_tokens``.
+Everything random draws from one seeded ``torch.Generator`` or from the data stream, which is a
+pure function of (seed, step): a run resumed from a checkpoint is bit-identical to an
+uninterrupted one on the same machine and thread count. Checkpoints are safetensors + JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from steerlang.dictionary.io import compute_card_stats, save_dictionary
+from steerlang.dictionary.sae import SAE, SAEConfig, TopKSAE, make_sae
+from steerlang.dictionary.source import ActivationSource, as_source
+from steerlang.dictionary.transform import Whitening, fold_whitening
+from steerlang.errors import InputError
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved in checkpoints and the card)."""
+
+    arch: Literal["topk", "relu"] = "topk"
+    d_sae: int = 4096
+    k: int = 32
+    l1_coeff: float = 1.0
+    lr: float = 4e-4
+    batch_size: int = 4096
+    steps: int = 1000
+    warmup: int = 50  # linear lr warm-up, steps
+    decay_frac: float = 0.0  # linear decay to 0 over this final fraction of the steps
+    dead_method: Literal["auxk", "resample", "none"] = "auxk"
+    dead_window_tokens: int = 1_000_000
+    aux_k: int | None = None  # AuxK latents; default d_in // 2 (Gao et al.)
+    aux_coeff: float = 1 / 32
+    resample_every: int = 200  # steps between resamplings
+    resample_until: float = 0.7  # no resampling after this fraction of the steps
+    resample_enc_scale: float = 0.2  # encoder column = dir * mean alive norm * this (Anthropic)
+    seed: int = 0
+    whiten: bool = False
+    whiten_kind: Literal["zca", "pca"] = "zca"
+    whiten_eps: float = 1e-4
+    whiten_rows: int = 65536
+    topk_decode: Literal["sparse", "dense"] = "sparse"
+    checkpoint_every: int = 0  # steps; 0 = no checkpoints
+    keep_checkpoints: int = 2
+    out_dir: str | None = None
+    log_every: int = 10
+    card_max_rows: int = 100_000
+    model_name: str = ""
+    hook_name: str = ""
+    layer: int | None = None
+    modality: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("topk", "relu"):
+            raise InputError(f"cannot train arch {self.arch!r}: train 'topk' or 'relu' (JumpReLU is inference-only)")
+        if self.dead_method not in ("auxk", "resample", "none"):
+            raise InputError(f"dead_method must be auxk, resample or none, got {self.dead_method!r}")
+        if min(self.d_sae, self.batch_size, self.steps) <= 0 or self.lr <= 0:
+            raise InputError("d_sae, batch_size, steps and lr must be positive")
+        if self.arch == "topk" and not 0 < self.k <= self.d_sae:
+            raise InputError(f"k must be in 1..d_sae, got {self.k}")
+        if self.checkpoint_every and not self.out_dir:
+            raise InputError("checkpoint_every needs an out_dir")
+
+
+# Fields that may differ between a checkpointed run and its resumption.
+_RESUME_FREE = {"checkpoint_every", "keep_checkpoints", "out_dir", "log_every", "card_max_rows"}
+
+
+@dataclass
+class TrainResult:
+    """The trained dictionary (whitening folded in) and the logged history."""
+
+    sae: SAE
+    history: list[dict[str, float]] = field(default_factory=list)
+    dictionary_dir: Path | None = None
+    start_step: int = 0
+
+
+class _GatherPre(torch.autograd.Function):
+    """pre[t, idx[t, i]] with a sparse backward. Forward returns the precomputed values.
+
+    xc [B, d_in], W_enc [d_in, d_sae], b_enc [d_sae], idx [B, m], values [B, m] -> [B, m]
+    """
+
+    @staticmethod
+    def forward(ctx: Any, xc: Tensor, W_enc: Tensor, b_enc: Tensor, idx: Tensor, values: Tensor) -> Tensor:
+        ctx.save_for_backward(xc, W_enc, idx)
+        return values.clone()
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        xc, W_enc, idx = ctx.saved_tensors
+        B, m = idx.shape
+        d_sae = W_enc.shape[1]
+        g_xc = g_W = g_b = None
+        if ctx.needs_input_grad[0]:  # sum_i g[t,i] * W_enc[:, idx[t,i]]
+            g_xc = F.embedding_bag(idx, W_enc.T.contiguous(), per_sample_weights=g, mode="sum")
+        if ctx.needs_input_grad[1]:  # W_enc grad = xc^T G with G sparse [B, d_sae]
+            rows = torch.arange(B).repeat_interleave(m)
+            G_t = torch.sparse_coo_tensor(torch.stack([idx.reshape(-1), rows]), g.reshape(-1), (d_sae, B),
+                                          check_invariants=False)
+            g_W = torch.sparse.mm(G_t, xc).T
+        if ctx.needs_input_grad[2]:
+            g_b = torch.zeros(d_sae, dtype=g.dtype).index_add_(0, idx.reshape(-1), g.reshape(-1))
+        return g_xc, g_W, g_b, None, None
+
+
+def _fvu(x: Tensor, x_hat: Tensor) -> Tensor:
+    """Σ||x - x̂||² / Σ||x - mean(x)||² over the batch."""
+    return (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp(min=1e-12)
+
+
+def _loss(sae: SAE, x: Tensor, cfg: TrainConfig, dead: Tensor, aux_k: int) -> tuple[Tensor, dict[str, Any]]:
+    """One batch's loss [] and stats (mse, fvu, l0, aux, fired [d_sae] bool, x_hat)."""
+    xc = sae.centred(x)  # [B, d_in], carries b_dec's gradient
+    with torch.no_grad():
+        pre = xc @ sae.W_enc + sae.b_enc  # [B, d_sae]
+    if isinstance(sae, TopKSAE):
+        pv, idx = pre.topk(cfg.k, dim=-1, sorted=False)  # [B, k]
+        vals = _GatherPre.apply(xc, sae.W_enc, sae.b_enc, idx, pv).relu()
+        if cfg.topk_decode == "sparse":
+            x_hat = sae.decode_sparse(vals, idx)
+        else:
+            x_hat = torch.zeros_like(pre).scatter(-1, idx, vals) @ sae.W_dec + sae.b_dec
+        active = vals > 0
+        fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+        fired[idx[active]] = True
+        l0 = active.sum(-1).float().mean()
+        loss = fvu = _fvu(x, x_hat)
+    else:
+        z = (xc @ sae.W_enc + sae.b_enc).relu()  # [B, d_sae]
+        x_hat = z @ sae.W_dec + sae.b_dec
+        fvu = _fvu(x, x_hat)
+        rms = ((x - x.mean(0)).pow(2).sum(-1).mean()).sqrt().clamp(min=1e-12)
+        loss = fvu + cfg.l1_coeff * z.sum(-1).mean() / rms
+        fired = (z > 0).any(0)
+        l0 = (z > 0).sum(-1).float().mean()
+    aux = torch.zeros(())
+    n_dead = int(dead.sum())
+    if cfg.dead_method == "auxk" and n_dead:
+        with torch.no_grad():
+            pa, ia = pre.masked_fill(~dead, -math.inf).topk(min(aux_k, n_dead), dim=-1, sorted=False)
+        a = _GatherPre.apply(xc, sae.W_enc, sae.b_enc, ia, pa).relu()
+        e = (x - x_hat).detach()
+        e_hat = F.embedding_bag(ia, sae.W_dec, per_sample_weights=a, mode="sum")
+        aux = (e - e_hat).pow(2).sum() / (e - e.mean(0)).pow(2).sum().clamp(min=1e-12)
+        loss = loss + cfg.aux_coeff * aux
+    mse = (x - x_hat).detach().pow(2).sum(-1).mean()
+    return loss, {"mse": float(mse), "fvu": float(fvu.detach()), "l0": float(l0), "aux": float(aux.detach()), "fired": fired,
+                  "x_hat": x_hat.detach()}
+
+
+def _lr(cfg: TrainConfig, step: int) -> float:
+    lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+    decay_start = cfg.steps * (1 - cfg.decay_frac)
+    if cfg.decay_frac > 0 and step >= decay_start:
+        lr *= max(0.0, (cfg.steps - step) / (cfg.steps - decay_start))
+    return lr
+
+
+@torch.no_grad()
+def _init(sae: SAE, first: Tensor, gen: torch.Generator) -> None:
+    """Unit-norm random decoder rows, encoder = decoder^T (tied init), b_dec = batch mean."""
+    W = torch.randn(sae.cfg.d_sae, sae.cfg.d_in, generator=gen)
+    sae.W_dec.copy_(W / W.norm(dim=-1, keepdim=True))
+    sae.W_enc.copy_(sae.W_dec.T)
+    sae.b_enc.zero_()
+    sae.b_dec.copy_(first.mean(0))
+
+
+@torch.no_grad()
+def _resample(sae: SAE, opt: torch.optim.Adam, x: Tensor, dead: Tensor, gen: torch.Generator, scale: float) -> int:
+    """Anthropic-style: dead latents point at inputs drawn with probability ∝ loss²."""
+    ids = dead.nonzero().squeeze(1)
+    if ids.numel() == 0:
+        return 0
+    loss = (x - sae(x)).pow(2).sum(-1)
+    pick = torch.multinomial(loss.pow(2) + 1e-20, ids.numel(), replacement=True, generator=gen)
+    dirs = x[pick] - sae.b_dec
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    alive = ~dead
+    enc_norm = float(sae.W_enc[:, alive].norm(dim=0).mean()) if alive.any() else 1.0
+    sae.W_dec[ids] = dirs
+    sae.W_enc[:, ids] = dirs.T * enc_norm * scale
+    sae.b_enc[ids] = 0
+    for p, sl in ((sae.W_dec, (ids,)), (sae.W_enc, (slice(None), ids)), (sae.b_enc, (ids,))):
+        st = opt.state.get(p)
+        if st:
+            st["exp_avg"][sl] = 0
+            st["exp_avg_sq"][sl] = 0
+    return ids.numel()
+
+
+_PARAMS = ("W_enc", "W_dec", "b_enc", "b_dec")
+
+
+def _save_checkpoint(root: Path, step: int, sae: SAE, opt: torch.optim.Adam, since: Tensor,
+                     gen: torch.Generator, wh: Whitening | None, cfg: TrainConfig, history: list) -> None:
+    tensors: dict[str, Tensor] = {"since_fired": since}
+    step_counts = {}
+    for name in _PARAMS:
+        p = getattr(sae, name)
+        tensors[f"sae.{name}"] = p.detach()
+        st = opt.state.get(p, {})
+        if st:
+            tensors[f"adam.{name}.exp_avg"] = st["exp_avg"]
+            tensors[f"adam.{name}.exp_avg_sq"] = st["exp_avg_sq"]
+            step_counts[name] = float(st["step"])
+    if wh is not None:
+        tensors.update(wh.tensors())
+    meta = {"step": step, "adam_step": step_counts, "rng_state": gen.get_state().tolist(),
+            "train_config": asdict(cfg), "sae_config": sae.cfg.to_dict(), "history": history}
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".ckpt-tmp-", dir=root))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
+    (tmp / "state.json").write_text(json.dumps(meta))
+    final = root / f"step_{step:08d}"
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in sorted(root.glob("step_*"))[: -max(cfg.keep_checkpoints, 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _latest_checkpoint(root: Path) -> Path | None:
+    done = [p for p in sorted(root.glob("step_*")) if (p / "state.json").is_file() and (p / "state.safetensors").is_file()]
+    return done[-1] if done else None
+
+
+def _restore(ck: Path, sae: SAE, opt: torch.optim.Adam, gen: torch.Generator, cfg: TrainConfig):
+    meta = json.loads((ck / "state.json").read_text())
+    saved = {k: v for k, v in meta["train_config"].items() if k not in _RESUME_FREE}
+    now = {k: v for k, v in asdict(cfg).items() if k not in _RESUME_FREE}
+    diff = sorted(k for k in now if saved.get(k) != now[k])
+    if diff:
+        raise InputError(f"{ck}: checkpoint was made with different settings {diff}; use the same config or a new out_dir")
+    t = load_file(str(ck / "state.safetensors"))
+    with torch.no_grad():
+        for name in _PARAMS:
+            getattr(sae, name).copy_(t[f"sae.{name}"])
+    state = {}
+    for i, name in enumerate(_PARAMS):
+        if f"adam.{name}.exp_avg" in t:
+            state[i] = {"step": torch.tensor(meta["adam_step"][name]), "exp_avg": t[f"adam.{name}.exp_avg"],
+                        "exp_avg_sq": t[f"adam.{name}.exp_avg_sq"]}
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    gen.set_state(torch.tensor(meta["rng_state"], dtype=torch.uint8))
+    wh = Whitening.from_tensors(t, cfg.whiten_kind, cfg.whiten_eps) if cfg.whiten else None
+    return int(meta["step"]), t["since_fired"].clone(), wh, meta["history"]
+
+
+def train_sae(data: ActivationSource | Tensor, cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train an SAE on ``data`` (a source or a tensor [N, d_in]); see the module docstring.
+
+    With ``cfg.out_dir``: checkpoints in ``out_dir/checkpoints/``, the dictionary (SAELens folder +
+    card) in ``out_dir/dictionary/``, the history in ``out_dir/history.json``. ``resume`` continues
+    from the latest checkpoint when there is one.
+    """
+    src = as_source(data)
+    d_in = src.d_in
+    gen = torch.Generator().manual_seed(cfg.seed)
+    scfg = SAEConfig(
+        architecture=cfg.arch, d_in=d_in, d_sae=cfg.d_sae, k=cfg.k if cfg.arch == "topk" else None,
+        l1_coeff=cfg.l1_coeff if cfg.arch == "relu" else None, hook_name=cfg.hook_name,
+        model_name=cfg.model_name or src.model,
+        layer=cfg.layer if cfg.layer is not None else src.layer,
+        modality=cfg.modality or src.modality,
+    )
+    sae = make_sae(scfg)
+    out = Path(cfg.out_dir) if cfg.out_dir else None
+    ck = _latest_checkpoint(out / "checkpoints") if (resume and out) else None
+    wh = None
+    if cfg.whiten and ck is None:
+        wh = Whitening.fit(src, kind=cfg.whiten_kind, eps=cfg.whiten_eps, max_rows=cfg.whiten_rows)
+    first = next(src.batches(cfg.batch_size, seed=cfg.seed))
+    _init(sae, wh.apply(first) if wh else first, gen)
+    opt = torch.optim.Adam([getattr(sae, n) for n in _PARAMS], lr=cfg.lr)
+    since = torch.zeros(cfg.d_sae, dtype=torch.int64)  # tokens since each latent last fired
+    history: list[dict[str, float]] = []
+    start = 0
+    if ck is not None:
+        start, since, wh, history = _restore(ck, sae, opt, gen, cfg)
+    aux_k = cfg.aux_k or max(d_in // 2, 1)
+    stream = src.batches(cfg.batch_size, seed=cfg.seed, start_batch=start)
+    bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc=f"SAE {cfg.arch}", leave=False)
+    try:
+        for step in range(start, cfg.steps):
+            x = next(stream)
+            if wh is not None:
+                x = wh.apply(x)
+            dead = since >= cfg.dead_window_tokens
+            for group in opt.param_groups:
+                group["lr"] = _lr(cfg, step)
+            loss, st = _loss(sae, x, cfg, dead, aux_k)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            with torch.no_grad():
+                W, g = sae.W_dec, sae.W_dec.grad  # keep rows unit norm: drop the radial gradient
+                g -= (g * W).sum(-1, keepdim=True) * W
+                opt.step()
+                W /= W.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            since += x.shape[0]
+            since[st["fired"]] = 0
+            resampled = 0
+            if (cfg.dead_method == "resample" and (step + 1) % cfg.resample_every == 0
+                    and step + 1 < cfg.resample_until * cfg.steps):
+                resampled = _resample(sae, opt, x, since >= cfg.dead_window_tokens, gen, cfg.resample_enc_scale)
+                since[since >= cfg.dead_window_tokens] = 0
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                dead_frac = float((since >= cfg.dead_window_tokens).float().mean())
+                history.append({"step": step + 1, "mse": st["mse"], "fvu": st["fvu"], "l0": st["l0"],
+                                "aux": st["aux"], "dead": dead_frac, "lr": _lr(cfg, step), "resampled": resampled})
+                bar.set_postfix(mse=f"{st['mse']:.4g}", l0=f"{st['l0']:.1f}", dead=f"{dead_frac:.3f}")
+            bar.update(1)
+            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and out is not None:
+                _save_checkpoint(out / "checkpoints", step + 1, sae, opt, since, gen, wh, cfg, history)
+    finally:
+        bar.close()
+    sae.cfg.metadata["training"] = {k: v for k, v in asdict(cfg).items() if k != "out_dir"}
+    final = fold_whitening(sae, wh) if wh is not None else sae
+    result = TrainResult(sae=final.eval().requires_grad_(False), history=history, start_step=start)
+    if out is not None:
+        card = {"stats": compute_card_stats(final, src, max_rows=cfg.card_max_rows),
+                "training": {"config": sae.cfg.metadata["training"], "last": history[-1] if history else None}}
+        result.dictionary_dir = save_dictionary(final, out / "dictionary", card)
+        tmp = out / ".history.json.tmp"
+        tmp.write_text(json.dumps(history))
+        os.replace(tmp, out / "history.json")
+    return result
