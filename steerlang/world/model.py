@@ -1,0 +1,164 @@
+"""The toy model and the model bundle every later stage uses.
+
+The toy model is a real `LlavaForConditionalGeneration` (tiny CLIP vision tower + tiny Llama) with
+a real tokenizer and `LlavaProcessor`, saved with `save_pretrained` and loaded with
+`from_pretrained`: the code path a user's real LLaVA takes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from steerlang.errors import InputError, ModelLoadError
+from steerlang.world.scenes import IMAGE_SIZE, PATCH_SIZE
+from steerlang.world.vocab import DEFAULT_PROMPT, build_tokenizer
+
+TOYWORLD = "toyworld"
+
+
+@dataclass
+class ModelBundle:
+    """A loaded multimodal model with its processor: what sessions, harvesting and steering share."""
+
+    name: str
+    model: torch.nn.Module
+    processor: object
+    path: Path | None = None
+
+    @property
+    def tokenizer(self):  # noqa: ANN201 - a transformers tokenizer
+        return self.processor.tokenizer  # type: ignore[attr-defined]
+
+    @property
+    def image_token_id(self) -> int:
+        return int(self.model.config.image_token_id)
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        vc = self.model.config.vision_config
+        g = vc.image_size // vc.patch_size
+        return g, g
+
+    def encode(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Processor inputs for a batch of (image, prompt): `<image>` then the prompt, left-padded."""
+        texts = [f"{self.processor.image_token} {p}" for p in prompts]  # type: ignore[attr-defined]
+        return dict(self.processor(images=list(images), text=texts, return_tensors="pt", padding=True))  # type: ignore[operator]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        images: Sequence[Image.Image],
+        prompts: Sequence[str] | str = DEFAULT_PROMPT,
+        *,
+        max_new_tokens: int = 16,
+        batch_size: int = 256,
+    ) -> list[str]:
+        """Greedy answers, one per image (a single prompt is used for every image)."""
+        if isinstance(prompts, str):
+            prompts = [prompts] * len(images)
+        if len(prompts) != len(images):
+            raise InputError(f"got {len(images)} images but {len(prompts)} prompts")
+        out: list[str] = []
+        for i in range(0, len(images), batch_size):
+            enc = self.encode(images[i : i + batch_size], prompts[i : i + batch_size])
+            gen = self.model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+            )
+            new = gen[:, enc["input_ids"].shape[1] :]
+            out += [s.strip() for s in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        return out
+
+
+def build_processor():  # noqa: ANN201 - a LlavaProcessor
+    from transformers import CLIPImageProcessorPil, LlavaProcessor
+
+    # The Pil image processor: the default one needs torchvision, which has no CPU wheel here.
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        do_center_crop=True,
+        do_convert_rgb=True,
+    )
+    # "default" drops CLS: one additional token makes the count equal the patch count (notes, pitfall 2).
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=build_tokenizer(),
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        image_token="<image>",
+    )
+
+
+def build_toy_model(vocab_size: int, seed: int = 0) -> torch.nn.Module:
+    """A freshly initialised toy LLaVA: CLIP tower (96 wide, 3 layers) + Llama (128 wide, 4 layers)."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    from steerlang.world.vocab import BOS, EOS, IMAGE, PAD, SPECIALS
+
+    ids = {t: i for i, t in enumerate(SPECIALS)}
+    vision = CLIPVisionConfig(
+        hidden_size=96, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
+        image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, num_channels=3, projection_dim=96,
+    )
+    text = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+        bos_token_id=ids[BOS], eos_token_id=ids[EOS], pad_token_id=ids[PAD], tie_word_embeddings=False,
+    )
+    config = LlavaConfig(
+        vision_config=vision, text_config=text, image_token_id=ids[IMAGE],
+        vision_feature_select_strategy="default", vision_feature_layer=-1,
+        image_seq_length=(IMAGE_SIZE // PATCH_SIZE) ** 2, projector_hidden_act="gelu",
+    )
+    torch.manual_seed(seed)
+    return LlavaForConditionalGeneration(config)
+
+
+def shipped_model_path() -> Path:
+    from steerlang.resources import data_path
+
+    return data_path("models", TOYWORLD)
+
+
+def load_model(name_or_path: str | os.PathLike = TOYWORLD, *, device: str = "cpu", dtype: torch.dtype | None = None) -> ModelBundle:
+    """Load a model bundle: "toyworld" (shipped), a folder saved with save_pretrained, or a hub id.
+
+    Only safe formats are read (safetensors); remote code is never trusted.
+    """
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # library code stays quiet; the CLI draws its own progress
+    name = str(name_or_path)
+    if name == TOYWORLD:
+        path: Path | None = shipped_model_path()
+        source = str(path)
+    else:
+        p = Path(name).expanduser()
+        looks_like_path = p.exists() or os.sep in name and not _is_hub_id(name) or name.startswith(".")
+        if looks_like_path and not p.is_dir():
+            raise ModelLoadError(f"model folder {name!r} does not exist; pass \"toyworld\", a folder saved with save_pretrained, or a hub id")
+        path = p if p.is_dir() else None
+        source = str(p) if p.is_dir() else name
+    if path is not None and not (path / "config.json").exists():
+        raise ModelLoadError(f"{path}: no config.json here; is this a folder written by save_pretrained?")
+    try:
+        model = LlavaForConditionalGeneration.from_pretrained(source, dtype=dtype or torch.float32, use_safetensors=True)
+        processor = AutoProcessor.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from exc
+    model.to(device).eval()
+    return ModelBundle(name=name if name == TOYWORLD else Path(name).name or name, model=model, processor=processor, path=path)
+
+
+def _is_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))

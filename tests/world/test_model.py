@@ -1,0 +1,61 @@
+"""The toy model's real transformers code path: processor, save/load, the shipped weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from steerlang.errors import ModelLoadError
+from steerlang.world.model import ModelBundle, build_processor, build_toy_model, load_model
+from steerlang.world.scenes import make_scenes, render
+
+
+@pytest.fixture(scope="module")
+def random_bundle() -> ModelBundle:
+    proc = build_processor()
+    return ModelBundle("random", build_toy_model(len(proc.tokenizer), seed=3).eval(), proc)
+
+
+def test_processor_inserts_as_many_image_tokens_as_the_tower_produces(random_bundle: ModelBundle) -> None:
+    b = random_bundle
+    images = [render(s) for s in make_scenes(0, 3)]
+    enc = b.encode(images, ["what is in the picture ?", "is there a cat ?", "describe the picture ."])
+    n_tokens = (enc["input_ids"] == b.image_token_id).sum(dim=1)
+    with torch.no_grad():
+        feats = b.model.model.get_image_features(pixel_values=enc["pixel_values"])
+    feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
+    per_image = feats[0].shape[0] if isinstance(feats, (list, tuple)) else feats.shape[1]
+    rows, cols = b.patch_grid
+    assert n_tokens.tolist() == [rows * cols] * 3
+    assert per_image == rows * cols
+
+
+def test_save_load_round_trip_gives_identical_greedy_outputs(random_bundle: ModelBundle, tmp_path) -> None:
+    random_bundle.model.save_pretrained(tmp_path)
+    random_bundle.processor.save_pretrained(tmp_path)
+    loaded = load_model(tmp_path)
+    images = [render(s) for s in make_scenes(11, 6)]
+    before = random_bundle.generate(images, max_new_tokens=6)
+    after = loaded.generate(images, max_new_tokens=6)
+    assert before == after
+    assert (tmp_path / "tokenizer.json").exists()
+    for name, p in random_bundle.model.state_dict().items():
+        assert torch.equal(p, loaded.model.state_dict()[name]), name
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(tmp_path / "nope")
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        load_model(tmp_path)
+
+
+def test_shipped_model_captions_and_answers() -> None:
+    bundle = load_model("toyworld")
+    scenes = make_scenes(4242, 40)
+    images = [render(s) for s in scenes]
+    captions = bundle.generate(images, max_new_tokens=16)
+    assert sum(c == s.caption for c, s in zip(captions, scenes, strict=True)) >= 38
+    kinds = [s.kinds[0] for s in scenes]
+    answers = bundle.generate(images, [f"is there a {k} ?" for k in kinds], max_new_tokens=2)
+    assert answers.count("yes") >= 38
