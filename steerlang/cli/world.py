@@ -64,7 +64,14 @@ def train_cmd(
     eval_count: int = typer.Option(500, "--eval-count", min=0, help="Held-out scenes to evaluate on (0: skip)."),
 ) -> None:
     """Train the toy model from scratch (seeded) and save it with save_pretrained."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from steerlang.world.api import train_and_save
 

@@ -1,0 +1,138 @@
+"""Harvest residual-stream activations from a model, labelled by modality, streamed to shards.
+
+Each sample is a toy-world scene run teacher-forced as `<s> <image>*N prompt caption </s>`. We
+capture, with plain forward hooks (removed in `finally`), the language model's input (layer -1:
+the input of decoder block 0, i.e. the projector's output merged into the text embeddings) and the
+output of each decoder block. Every kept position is labelled image / prompt / caption; image
+positions also carry their patch index (row-major). `<s>` and padding are not harvested.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from steerlang.dictionary.source import MODALITY_CODES, ShardWriter
+from steerlang.errors import InputError
+from steerlang.world.model import ModelBundle
+from steerlang.world.scenes import Scene, make_scene
+from steerlang.world.train import Example, collate
+from steerlang.world.vocab import DESCRIBE_PROMPTS
+
+LM_INPUT = -1
+
+
+def decoder_layers(bundle: ModelBundle) -> torch.nn.ModuleList:
+    return bundle.model.model.language_model.layers  # type: ignore[no-any-return]
+
+
+def check_layers(bundle: ModelBundle, layers: Sequence[int]) -> list[int]:
+    """Validate layer numbers: -1 (LM input) to n_layers - 1."""
+    n = len(decoder_layers(bundle))
+    for layer in layers:
+        if not LM_INPUT <= layer < n:
+            raise InputError(f"--layer: {layer} is out of range; this model has layers -1 (LM input) to {n - 1}")
+    return sorted(set(layers))
+
+
+class LayerCapture:
+    """Context manager capturing hidden states at the chosen layers during forward passes."""
+
+    def __init__(self, bundle: ModelBundle, layers: Sequence[int]) -> None:
+        self.blocks = decoder_layers(bundle)
+        self.layers = list(layers)
+        self.captured: dict[int, Tensor] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def __enter__(self) -> LayerCapture:
+        try:
+            for layer in self.layers:
+                if layer == LM_INPUT:
+                    self._handles.append(self.blocks[0].register_forward_pre_hook(self._pre, with_kwargs=True))
+                else:
+                    self._handles.append(self.blocks[layer].register_forward_hook(self._make_post(layer)))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _pre(self, _module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        self.captured[LM_INPUT] = hidden.detach()
+
+    def _make_post(self, layer: int) -> Callable:
+        def hook(_module: torch.nn.Module, _args: tuple, output: Tensor | tuple) -> None:
+            hidden = output[0] if isinstance(output, tuple) else output
+            self.captured[layer] = hidden.detach()
+
+        return hook
+
+    def __exit__(self, *_exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+def harvest_examples(scenes: Sequence[Scene], seed: int) -> list[Example]:
+    """One teacher-forced description per scene, with a seeded choice among the describe prompts."""
+    rng = np.random.default_rng([seed, 4321])
+    return [Example(s, str(rng.choice(DESCRIBE_PROMPTS)), s.caption) for s in scenes]
+
+
+def position_labels(bundle: ModelBundle, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """(keep [B, T] bool, modality [B, T] uint8, cell [B, T] int16) for a collated batch."""
+    ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"].bool()
+    is_image = ids == bundle.image_token_id
+    # labels mark the answer tokens themselves (HF shifts them inside the loss).
+    is_caption = labels != -100
+    is_bos = ids == bundle.tokenizer.bos_token_id
+    keep = mask & ~is_bos
+    modality = torch.full(ids.shape, MODALITY_CODES["prompt"], dtype=torch.uint8)
+    modality[is_image] = MODALITY_CODES["image"]
+    modality[is_caption] = MODALITY_CODES["caption"]
+    cell = torch.where(is_image, is_image.long().cumsum(dim=1) - 1, torch.full_like(ids, -1)).to(torch.int16)
+    return keep, modality, cell
+
+
+@torch.no_grad()
+def harvest(
+    bundle: ModelBundle,
+    out_dir: str | os.PathLike,
+    *,
+    seed: int,
+    count: int,
+    layers: Sequence[int] | None = None,
+    batch_size: int = 64,
+    dtype: torch.dtype = torch.float32,
+    shard_rows: int = 65536,
+    on_batch: Callable[[int], None] | None = None,
+) -> Path:
+    """Run `count` scenes of stream `seed` and write their activations to `out_dir` (shards)."""
+    if count <= 0:
+        raise InputError(f"--count: must be at least 1, got {count}")
+    n_layers = len(decoder_layers(bundle))
+    layers = check_layers(bundle, range(LM_INPUT, n_layers) if layers is None else layers)
+    d_in = int(bundle.model.config.text_config.hidden_size)
+    meta = {"scene_seed": seed, "scene_count": count, "patch_grid": list(bundle.patch_grid)}
+    with ShardWriter(out_dir, layers, d_in, model=bundle.name, dtype=dtype, shard_rows=shard_rows, metadata=meta) as writer:
+        for start in range(0, count, batch_size):
+            ids = range(start, min(count, start + batch_size))
+            scenes = [make_scene(seed, i) for i in ids]
+            batch = collate(bundle, harvest_examples(scenes, seed * 1_000_003 + start))
+            keep, modality, cell = position_labels(bundle, batch)
+            with LayerCapture(bundle, layers) as cap:
+                bundle.model(**{k: v for k, v in batch.items() if k != "labels"})
+            scene_ids = torch.tensor(list(ids), dtype=torch.int32)[:, None].expand_as(keep)
+            positions = torch.arange(keep.shape[1], dtype=torch.int32)[None].expand_as(keep)
+            writer.add(
+                {layer: cap.captured[layer][keep] for layer in layers},
+                modality=modality[keep], cell=cell[keep], scene=scene_ids[keep], position=positions[keep],
+            )
+            if on_batch is not None:
+                on_batch(len(ids))
+    return Path(out_dir)
