@@ -129,8 +129,9 @@ class _Checker:
                        "the file that imports it")
             return
         if key not in self.exports:
-            self.exports[key] = self._load(path, stmt.value.span)
             self.imports.append(path)
+            self.exports[key] = {}  # a placeholder while loading; cycles are caught above
+            self.exports[key] = self._load(path, stmt.value.span)
         for name, binding in self.exports[key].items():
             self._bind(name, binding, env, stmt.span)
 
@@ -184,8 +185,10 @@ class _Checker:
         elif self.table is not None and key in ("model", "dictionary"):
             known = self.table.model_name if key == "model" else self.table.dictionary_name
             if known is not None and known != value:
+                hint = ("check it with a dictionary trained on this model" if key == "model"
+                        else "check it with the dictionary it names")
                 self.error(stmt.value.span, f'program is written for {key} "{value}", but the concept table is '
-                           f'for {key} "{known}"', f"check the program with the {key}'s own dictionary")
+                           f'for {key} "{known}"', hint)
 
     def _lower_header(self, seen: dict[str, ast.Header | ast.Generate]) -> ir.Header:
         values: dict[str, object] = {}
@@ -205,7 +208,11 @@ class _Checker:
         if old is not None:
             if old is binding:
                 return  # the same definition reached twice (a file imported along two paths)
-            self.error(where, f'"{name}" is already defined', f"first defined at {_at(old.span, where)}")
+            if binding.span.file != where.file:
+                self.error(where, f'"{name}" is defined again by {binding.span.file}:{binding.span.line}',
+                           f"first defined at {_at(old.span, where)}; rename one of them")
+            else:
+                self.error(where, f'"{name}" is already defined', f"first defined at {_at(old.span, where)}")
             return
         env[name] = binding
 
@@ -363,8 +370,8 @@ class _Checker:
             have = self.table.layers()
             missing = [n for n in ints if n not in have]
             if missing:
-                self.error(spec.span, f"no dictionary at layer {_list(missing)}", f"layers with a dictionary: "
-                           f"{_list(have)}")
+                self.error(spec.span, f"no dictionary at layer{'s' if len(missing) > 1 else ''} {_list(missing)}",
+                           f"layers with a dictionary: {_list(have)}")
                 return None
         return sorted(set(ints))
 
@@ -579,7 +586,11 @@ def _as_int(num: ast.Num) -> int | None:
 
 
 def _same(a: ir.Concept, b: ir.Concept) -> bool:
-    return a.combine == b.combine and [t.model_dump() for t in a.terms] == [t.model_dump() for t in b.terms]
+    # Compare what the table resolved (an alias is the same concept), or names when unresolved.
+    def key(c: ir.Concept) -> tuple[str, list[tuple[str, float]]]:
+        return c.combine, sorted((t.ref.key or t.ref.name, t.weight) for t in c.terms)
+
+    return key(a) == key(b)
 
 
 def _key(path: str) -> str:

@@ -134,12 +134,15 @@ def FakeConceptTable(  # noqa: N802 - reads as a class at call sites, like a dat
     dictionary: str | None = "toyworld",
     image_size: int = 64,
     text_size: int = 64,
+    layers_of: dict[str, Iterable[int]] | None = None,
 ) -> StaticConceptTable:
     """A small table for tests: the named concepts as `joint#0..`, plus bare image/text latents.
 
-    `image#i` for i < image_size and `text#i` for i < text_size exist (named `image_i`, `text_i`).
+    `image#i` for i < image_size and `text#i` for i < text_size exist (named `image_i`, `text_i`);
+    `layers_of` limits named concepts to some layers (others exist at every layer).
     """
-    concepts = [ConceptInfo(n, "joint", i) for i, n in enumerate(names)]
+    only = {name: tuple(sorted(ls)) for name, ls in (layers_of or {}).items()}
+    concepts = [ConceptInfo(n, "joint", i, only.get(n, ())) for i, n in enumerate(names)]
     concepts += [ConceptInfo(f"image_{i}", "image", i) for i in range(image_size)]
     concepts += [ConceptInfo(f"text_{i}", "text", i) for i in range(text_size)]
     return StaticConceptTable(concepts, list(layers), dict(aliases or {"kitty": "cat", "puppy": "dog"}), model, dictionary)

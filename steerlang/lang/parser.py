@@ -10,7 +10,7 @@ import functools
 import math
 from typing import Any
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from steerlang.lang import ast
@@ -44,6 +44,9 @@ def parse(text: str, file: str = "<string>") -> ast.Program:
         raise LangError([_syntax_diagnostic(exc, text, file)], {file: text}) from None
     except RecursionError:
         raise LangError([_whole_file(file, text, "program is nested too deeply")], {file: text}) from None
+    too_deep = _too_deep(tree, file)
+    if too_deep is not None:
+        raise LangError([too_deep], {file: text})
     try:
         stmts = _Builder(file).transform(tree)
     except VisitError as exc:
@@ -51,14 +54,31 @@ def parse(text: str, file: str = "<string>") -> ast.Program:
             bad = exc.orig_exc
             raise LangError([Diagnostic(bad.span, bad.message, bad.hint)], {file: text}) from None
         raise
-    except RecursionError:
-        raise LangError([_whole_file(file, text, "program is nested too deeply")], {file: text}) from None
     return ast.Program(file=file, statements=tuple(stmts), source=text)
 
 
 def comments(text: str) -> list[Token]:
     """Every `# ...` comment token of (syntactically valid) text, in order, with line and column."""
     return [tok for tok in lark_parser().lex(text, dont_ignore=True) if tok.type == "COMMENT"]
+
+
+MAX_DEPTH = 100
+"""Deepest nesting of expressions, conditions and blocks (later passes recurse over the tree)."""
+
+
+def _too_deep(tree: Tree, file: str) -> Diagnostic | None:
+    # Iterative, so that the check itself cannot overflow the stack.
+    stack: list[tuple[Tree, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            meta = node.meta
+            line, col = (meta.line, meta.column) if not getattr(meta, "empty", True) else (1, 1)
+            return Diagnostic(ast.Span(file, line, col, line, col + 1),
+                              f"program is nested too deeply (more than {MAX_DEPTH} levels)",
+                              "split the expression with let")
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
+    return None
 
 
 # ---- tree -> AST -------------------------------------------------------------------------------
