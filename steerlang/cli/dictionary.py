@@ -1,0 +1,88 @@
+"""`steer dict ...`: harvest activations, train, evaluate and build dictionaries (SAEs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from steerlang.cli import app, err_console, out_console, user_errors
+
+dict_app = typer.Typer(help="Dictionaries: harvest activations, train and evaluate SAEs.", no_args_is_help=True)
+app.add_typer(dict_app, name="dict")
+
+
+@dict_app.command("harvest")
+@user_errors
+def harvest_cmd(
+    out: Path = typer.Option(..., "--out", help="New folder for the activation shards."),
+    model: str = typer.Option("toyworld", "--model"),
+    seed: int = typer.Option(2, "--seed", help="Scene stream."),
+    count: int = typer.Option(4000, "--count", help="Number of scenes."),
+) -> None:
+    """Capture the LM input and every decoder layer's output, labelled image / prompt / caption."""
+    from rich.progress import Progress
+
+    from steerlang.dictionary.api import harvested
+
+    with Progress(console=err_console) as bar:
+        task = bar.add_task("harvesting", total=count)
+        harvested(model, seed=seed, count=count, acts_dir=out, on_batch=lambda n: bar.advance(task, n))
+    err_console.print(f"wrote activations to {out}")
+
+
+@dict_app.command("train")
+@user_errors
+def train_cmd(
+    out: Path = typer.Option(..., "--out", help="Dictionary folder to write (SAELens format + card.json)."),
+    model: str = typer.Option("toyworld", "--model"),
+    layer: int = typer.Option(..., "--layer", help="-1 = the language model's input; 0.. = a decoder layer's output."),
+    modality: str = typer.Option("image", "--modality", help="image, text or both (one shared dictionary)."),
+    arch: str = typer.Option("topk", "--arch", help="topk or relu."),
+    latents: int = typer.Option(1024, "--latents", min=1),
+    k: int = typer.Option(16, "--k", min=1, help="Active latents per token (topk)."),
+    steps: int = typer.Option(3000, "--steps", min=1),
+    batch_size: int = typer.Option(2048, "--batch-size", min=1),
+    lr: float = typer.Option(1e-3, "--lr"),
+    l1_coeff: float = typer.Option(1.0, "--l1-coeff"),
+    dead: str = typer.Option("auxk", "--dead", help="Dead-latent handling: auxk, resample or none."),
+    whiten: bool = typer.Option(True, "--whiten/--no-whiten", help="Centre and whiten the input (folded into the weights)."),
+    seed: int = typer.Option(0, "--seed"),
+    count: int = typer.Option(4000, "--count", help="Training scenes to harvest (cached)."),
+    acts: Path | None = typer.Option(None, "--acts", help="Use or write activations in this folder."),
+    work_dir: Path | None = typer.Option(None, "--work-dir", help="Checkpoints go here (with --checkpoint-every)."),
+    checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --work-dir."),
+) -> None:
+    """Train one SAE on a layer's activations at image, text or all positions."""
+    from steerlang.dictionary.api import train_dictionary
+
+    res = train_dictionary(model=model, layer=layer, modality=modality, out=out, arch=arch, latents=latents, k=k,
+                           steps=steps, batch_size=batch_size, lr=lr, dead_method=dead, whiten=whiten, seed=seed,
+                           l1_coeff=l1_coeff, count=count, acts_dir=acts, work_dir=work_dir,
+                           checkpoint_every=checkpoint_every, resume=resume)
+    out_console.print(json.dumps(res), markup=False)
+
+
+@dict_app.command("eval")
+@user_errors
+def eval_cmd(
+    path: Path = typer.Argument(..., help="A dictionary folder."),
+    model: str | None = typer.Option(None, "--model", help="Default: the model named in the card."),
+    count: int = typer.Option(500, "--count", min=1, help="Held-out scenes for reconstruction metrics."),
+    splice_count: int = typer.Option(300, "--splice-count", min=1, help="Held-out scenes for the spliced loss."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """MSE, FVU, L0, dead/dense fractions and spliced ΔCE on held-out scenes."""
+    from steerlang.dictionary.api import evaluate_dictionary
+
+    res = evaluate_dictionary(path, model=model, count=count, splice_count=splice_count)
+    if as_json:
+        out_console.print(json.dumps(res), markup=False)
+        return
+    r = res["reconstruction"]
+    out_console.print(f"{path}  layer {res['layer']}  {res['modality']}  ({r['n_tokens']} held-out tokens)", markup=False)
+    out_console.print(f"  MSE {r['mse']:.5g}  FVU {r['fvu']:.4f}  L0 {r['l0']:.1f}  dead {r['dead_fraction']:.3f}  dense {r['dense_fraction']:.3f}")
+    for name, s in res["spliced"].items():
+        out_console.print(f"  spliced at {name:5s}: ΔCE {s['delta_ce']:+.4f} nats  recovered {s['loss_recovered']:.3f}")

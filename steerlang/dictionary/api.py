@@ -1,0 +1,191 @@
+"""Library calls behind `steer dict ...`: harvest (cached), train, evaluate, build the shipped set."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from steerlang.dictionary.harvest import LM_INPUT, check_layers, decoder_layers, harvest
+from steerlang.dictionary.source import MANIFEST, ActivationSource, read_manifest
+from steerlang.errors import InputError
+
+TRAIN_SCENE_SEED = 2  # scenes for dictionary training (the toy model trained on stream 1)
+EVAL_SCENE_SEED = 3  # held-out scenes for dictionary evaluation
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("STEERLANG_CACHE", Path.home() / ".cache" / "steerlang"))
+
+
+def _model_key(model: str) -> str:
+    if model == "toyworld":
+        from steerlang.world.model import shipped_model_path
+
+        path = shipped_model_path()
+    else:
+        path = Path(model)
+    weights = path / "model.safetensors"
+    # Key the cache on the weights themselves, so a retrained model never reads stale activations.
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.exists() else hashlib.sha256(model.encode()).hexdigest()[:12]
+    return f"{Path(model).name}-{digest}"
+
+
+def harvested(
+    model: str,
+    *,
+    seed: int,
+    count: int,
+    acts_dir: str | os.PathLike | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> Path:
+    """A shard folder of all layers for `count` scenes of stream `seed`; harvested once, then reused."""
+    from steerlang.world.model import load_model
+
+    root = Path(acts_dir) if acts_dir else cache_root() / "acts" / f"{_model_key(model)}-s{seed}-n{count}"
+    if (root / MANIFEST).exists():
+        return root
+    if root.exists() and any(root.iterdir()):
+        # An interrupted harvest (no manifest): start it again.
+        import shutil
+
+        shutil.rmtree(root)
+    bundle = load_model(model)
+    harvest(bundle, root, seed=seed, count=count, on_batch=on_batch)
+    return root
+
+
+def source_for(acts: Path, layer: int, modality: str) -> ActivationSource:
+    manifest = read_manifest(acts)
+    if layer not in manifest["layers"]:
+        raise InputError(f"--layer: {layer} is out of range; harvested layers are {manifest['layers']}")
+    try:
+        return ActivationSource.from_shards(acts, layer, modality)
+    except InputError as exc:
+        raise InputError(f"--modality: {exc}") from exc
+
+
+def train_dictionary(
+    *,
+    model: str,
+    layer: int,
+    modality: str,
+    out: str | os.PathLike,
+    arch: str = "topk",
+    latents: int = 1024,
+    k: int = 16,
+    steps: int = 3000,
+    batch_size: int = 2048,
+    lr: float = 1e-3,
+    dead_method: str = "auxk",
+    whiten: bool = True,
+    seed: int = 0,
+    l1_coeff: float = 1.0,
+    count: int = 4000,
+    acts_dir: str | os.PathLike | None = None,
+    work_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train one dictionary on harvested activations and save it (SAELens folder + card) at `out`."""
+    from steerlang.dictionary.io import compute_card_stats, save_dictionary
+    from steerlang.dictionary.train import TrainConfig, train_sae
+
+    if modality not in ("image", "text", "both"):
+        raise InputError(f"--modality: must be image, text or both, got {modality!r}")
+    acts = harvested(model, seed=TRAIN_SCENE_SEED, count=count, acts_dir=acts_dir)
+    src = source_for(acts, layer, modality)
+    hook = "model.language_model.layers.0 (input)" if layer == LM_INPUT else f"model.language_model.layers.{layer}"
+    cfg = TrainConfig(
+        arch=arch, d_sae=latents, k=k, l1_coeff=l1_coeff, lr=lr, batch_size=batch_size, steps=steps,
+        dead_method=dead_method, whiten=whiten, seed=seed, decay_frac=0.2,
+        dead_window_tokens=max(20 * batch_size, 50_000),
+        checkpoint_every=checkpoint_every, out_dir=str(work_dir) if work_dir else None,
+        model_name=model, hook_name=hook, layer=layer, modality=modality,
+    )
+    t0 = time.perf_counter()
+    result = train_sae(src, cfg, resume=resume, progress=progress)
+    seconds = time.perf_counter() - t0
+    card = {
+        "model": model, "layer": layer, "modality": modality,
+        "hook": {"module": hook, "point": "input" if layer == LM_INPUT else "output"},
+        "stats": compute_card_stats(result.sae, src, max_rows=200_000),
+        "training": {"seconds": round(seconds, 1), "tokens_per_s": round(steps * batch_size / seconds),
+                     "scenes": {"seed": TRAIN_SCENE_SEED, "count": count}, "last": result.history[-1] if result.history else None},
+    }
+    save_dictionary(result.sae, out, card)
+    return {"out": str(out), "seconds": round(seconds, 1), "tokens_per_s": card["training"]["tokens_per_s"],
+            "last": card["training"]["last"]}
+
+
+def evaluate_dictionary(path: str | os.PathLike, *, model: str | None = None, count: int = 500,
+                        splice_count: int = 300, max_rows: int | None = None) -> dict[str, Any]:
+    """Reconstruction metrics on held-out scenes and the spliced next-token loss."""
+    from steerlang.dictionary.io import load_card, load_dictionary
+    from steerlang.dictionary.metrics import reconstruction_metrics
+    from steerlang.dictionary.splice import spliced_loss
+    from steerlang.world.model import load_model
+
+    card = load_card(path) or {}
+    model = model or card.get("model")
+    if model is None:
+        raise InputError(f"{path}: the card names no model; pass --model")
+    bundle = load_model(model)
+    sae = load_dictionary(path, expected_d_in=int(bundle.model.config.text_config.hidden_size))
+    layer = sae.cfg.layer if sae.cfg.layer is not None else card.get("layer")
+    modality = sae.cfg.modality or card.get("modality") or "both"
+    if layer is None:
+        raise InputError(f"{path}: the dictionary does not say which layer it reads; it is not a steerlang dictionary")
+    check_layers(bundle, [int(layer)])
+    acts = harvested(model, seed=EVAL_SCENE_SEED, count=count)
+    rec = reconstruction_metrics(sae, source_for(acts, int(layer), modality), max_rows=max_rows)
+    groups = {"image": ("image",), "text": ("text",), "both": ("image", "text", "both")}[modality]
+    splice = spliced_loss(bundle, int(layer), {"image": sae, "text": sae}, seed=EVAL_SCENE_SEED, count=splice_count,
+                          splices=groups)
+    return {"dictionary": str(path), "model": model, "layer": int(layer), "modality": modality,
+            "held_out": {"seed": EVAL_SCENE_SEED, "scenes": count}, "reconstruction": rec, "spliced": splice}
+
+
+def all_layers(model: str) -> list[int]:
+    from steerlang.world.model import load_model
+
+    n = len(decoder_layers(load_model(model)))
+    return list(range(LM_INPUT, n))
+
+
+def layer_dir_name(layer: int, modality: str) -> str:
+    return f"{'input' if layer == LM_INPUT else f'layer{layer}'}-{modality}"
+
+
+def build_dictionary_set(
+    out: str | os.PathLike,
+    *,
+    model: str = "toyworld",
+    layers: Sequence[int] | None = None,
+    modalities: Sequence[str] = ("image", "text"),
+    settings: dict[str, dict[str, Any]] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
+    """Train one dictionary per (layer, modality) into `out/saes/...` and write `out/saes.json`."""
+    layers = list(layers) if layers is not None else all_layers(model)
+    settings = settings or {}
+    out = Path(out)
+    entries = []
+    for layer in layers:
+        for modality in modalities:
+            name = layer_dir_name(layer, modality)
+            kw = settings.get(modality, {})
+            log(f"training {name} {kw}")
+            res = train_dictionary(model=model, layer=layer, modality=modality, out=out / "saes" / name, progress=progress, **kw)
+            entries.append({"layer": layer, "modality": modality, "path": f"saes/{name}", **{k: res[k] for k in ("seconds", "tokens_per_s")}})
+    index = {"model": model, "layers": layers, "modalities": list(modalities), "saes": entries}
+    tmp = out / "saes.json.tmp"
+    tmp.write_text(json.dumps(index, indent=2) + "\n")
+    tmp.replace(out / "saes.json")
+    return index
