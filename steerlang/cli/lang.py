@@ -81,8 +81,8 @@ def fmt_cmd(
     """Print programs in canonical formatting (or rewrite them with --write)."""
     failed = False
     for path in programs:
-        text = read_program(path)
         try:
+            text = read_program(path)
             formatted = format_program(text, str(path))
         except LangError as exc:
             _report(exc)

@@ -120,7 +120,11 @@ class _Checker:
 
     def _import(self, stmt: ast.Header, env: dict[str, _Binding], importer: str) -> None:
         path = os.path.normpath(os.path.join(os.path.dirname(importer), stmt.value.value))
-        key = _key(path)
+        try:
+            key = _key(path)
+        except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a symlink loop
+            self.error(stmt.value.span, f"bad import path: {exc}")
+            return
         keys = [k for k, _ in self.stack]
         if key in keys:
             cycle = [shown for _, shown in self.stack[keys.index(key):]] + [path]
@@ -138,8 +142,8 @@ class _Checker:
     def _load(self, path: str, span: ast.Span) -> dict[str, _Binding]:
         try:
             text = self.loader(path)
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self.error(span, f'cannot read imported file "{path}": {reason}')
             return {}
         self.sources[path] = text
@@ -244,7 +248,7 @@ class _Checker:
             return self._ref(e, env, later, defining)
         if isinstance(e, ast.ConceptLit | ast.ConceptId):
             ref = self._concept(e)
-            return None if ref is None else ir.Concept(terms=[ir.Term(ref=ref)], label=format_expr(e))
+            return None if ref is None else ir.Concept(terms=[ir.Term(ref=ref)], label=ref.name)
         if isinstance(e, ast.Union):
             refs: list[ir.ConceptRef] = []
             ok = True

@@ -24,7 +24,7 @@ __all__ = ["parse", "lark_parser", "comments", "reserved_words"]
 def lark_parser() -> Lark:
     """The LALR parser for the language (built on first use, then cached)."""
     grammar = data_path("grammar", "steerlang.lark").read_text(encoding="utf-8")
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+    return Lark(grammar, parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=False)
 
 
 @functools.cache
@@ -139,16 +139,9 @@ class _Builder(Transformer):
                 i += 1
         return ast.Str("".join(out), self._span(meta))
 
-    def _name(self, tok: Token) -> str:
-        # The contextual lexer reads a keyword as a NAME where no keyword fits (`let image = ...`);
-        # keywords stay reserved so that every program reads the same everywhere.
-        if str(tok) in reserved_words():
-            raise _BadLiteral(_tok_span(self.file, tok), f'"{tok}" is a reserved word', "choose another name")
-        return str(tok)
-
     # concept expressions
     def ref(self, meta: Any, ch: list[Token]) -> ast.Ref:
-        return ast.Ref(self._name(ch[0]), self._span(meta))
+        return ast.Ref(str(ch[0]), self._span(meta))
 
     def concept_id(self, meta: Any, ch: list[Token]) -> ast.ConceptId:
         space, _, index = str(ch[0]).partition("#")
@@ -274,7 +267,7 @@ class _Builder(Transformer):
         return ast.Generate(ch[0], self._span(meta))
 
     def let_stmt(self, meta: Any, ch: list[Any]) -> ast.Let:
-        return ast.Let(self._name(ch[0]), _tok_span(self.file, ch[0]), ch[1], self._span(meta))
+        return ast.Let(str(ch[0]), _tok_span(self.file, ch[0]), ch[1], self._span(meta))
 
     def link(self, meta: Any, ch: list[Any]) -> ast.Link:
         return ast.Link(ch[0], ch[1] if len(ch) > 1 else None, self._span(meta))
@@ -284,13 +277,16 @@ class _Builder(Transformer):
         if force:
             ch = ch[1:]
         name = ch[0]
-        return ast.Chain(self._name(name), _tok_span(self.file, name), tuple(ch[1:]), force, self._span(meta))
+        return ast.Chain(str(name), _tok_span(self.file, name), tuple(ch[1:]), force, self._span(meta))
 
     def trace_stmt(self, meta: Any, ch: list[Any]) -> ast.Trace:
         return ast.Trace(tuple(ch), self._span(meta))
 
     def expect_text(self, meta: Any, ch: list[Any]) -> ast.ExpectText:
-        return ast.ExpectText(str(ch[0]) == "has", ch[1], self._span(meta))
+        return ast.ExpectText(ch[0] == "has", ch[1], self._span(meta))
+
+    def has_lacks(self, meta: Any, ch: list[Token]) -> str:
+        return str(ch[0])
 
     def expect_concept(self, meta: Any, ch: list[Any]) -> ast.ExpectConcept:
         return ast.ExpectConcept(ch[0], self._span(meta))
@@ -327,7 +323,6 @@ _TERMINAL_NAMES = {
     "STRING": "a string",
     "CONCEPT_ID": "a concept id (image#N, text#N, joint#N)",
     "CMP": '">" or "<"',
-    "HAS_LACKS": '"has" or "lacks"',
     "$END": "end of file",
 }
 _STATEMENT_STARTS = {"MODEL", "DICTIONARY", "IMPORT", "ASK", "IMAGE", "GENERATE", "LET", "CHAIN", "FORCE", "STEER",
@@ -400,7 +395,8 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, file: str) -> Diagnostic
         if tok.type not in ("NAME", "NUMBER", "STRING", "CONCEPT_ID") and str(tok).isidentifier() and (
             "NAME" in exc.expected
         ):
-            hint = f'"{tok}" is a reserved word; choose another name'
+            message = f'"{tok}" is a reserved word; expected {expected}'
+            return Diagnostic(span, message, "choose another name")
         elif tok.type == "NUMBER" and set(exc.expected) == {"NAME"}:
             hint = "a name starts with a letter or _"
         elif tok.type == "NAME":

@@ -67,12 +67,14 @@ def test_strings_unescape() -> None:
 
 
 def test_keywords_are_reserved_everywhere() -> None:
-    assert {"image", "steer", "off", "all", "force", "tokens"} <= reserved_words()
-    for word in ("image", "output", "on", "all", "layer"):
+    assert {"image", "steer", "off", "all", "force", "tokens", "has"} <= reserved_words()
+    for word in ("image", "output", "on", "all", "layer", "has"):
         with pytest.raises(LangError, match="reserved word"):
             parse(f'let {word} = concept "x"')
-    # has/lacks are only keywords after `expect output`.
-    parse('let has = concept "x"\nexpect output has "y"')
+    # A keyword is a keyword only as a whole word.
+    assert isinstance(_only("let imagery = image#3"), ast.Let)
+    with pytest.raises(LangError, match='unexpected name "offcat"'):
+        parse("steer image { offcat }")
 
 
 @pytest.mark.parametrize(
