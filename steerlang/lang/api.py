@@ -6,7 +6,9 @@ them reaches the caller as a `LangError` (a `SteerError`), never as another exce
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from steerlang.lang import ast, ir
 from steerlang.lang.check import Loader
@@ -15,6 +17,8 @@ from steerlang.lang.concepts import ConceptTable
 from steerlang.lang.errors import Diagnostic, LangError
 from steerlang.lang.fmt import format_program as _format
 from steerlang.lang.parser import parse as _parse
+
+T = TypeVar("T")
 
 __all__ = ["parse", "check", "compile_program", "compile_file", "format_program", "read_program"]
 
@@ -69,7 +73,7 @@ def read_program(path: str | Path) -> str:
         raise LangError([Diagnostic(ast.Span(str(path), 1, 1, 1, 1), f"cannot read program: {reason}")]) from None
 
 
-def _guard(fn, file: str, text: str):  # type: ignore[no-untyped-def]
+def _guard(fn: Callable[[], T], file: str, text: str) -> T:
     # The last line of defence: a bug in the front end still reaches the user as a LangError
     # (tests assert that no "internal error" is ever produced).
     try:

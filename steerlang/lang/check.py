@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from steerlang.lang import ast, ir
 from steerlang.lang.concepts import ConceptTable
-from steerlang.lang.errors import Diagnostic, LangError, did_you_mean
-from steerlang.lang.fmt import format_expr
+from steerlang.lang.errors import LangError
 from steerlang.lang.parser import parse
+from steerlang.lang.resolve import Binding, Env, Resolver, as_int, same_concept
 
 __all__ = ["check", "Loader", "MAX_GENERATE"]
 
@@ -53,36 +52,25 @@ def _word(stmt: ast.Stmt) -> str:
     return stmt.key if isinstance(stmt, ast.Header) else _STMT_WORD[type(stmt)]
 
 
-@dataclass
-class _Binding:
-    kind: str  # "let" or "chain"
-    span: ast.Span
-    concept: ir.Concept | None  # None: a chain, or a let whose expression had errors
 
-
-class _Checker:
+class _Checker(Resolver):
     """State of one `check` call: diagnostics, sources, imported files, the concept table."""
 
     def __init__(self, table: ConceptTable | None, loader: Loader) -> None:
-        self.table = table
+        super().__init__(table)
         self.loader = loader
-        self.diags: list[Diagnostic] = []
         self.sources: dict[str, str] = {}
         self.stack: list[tuple[str, str]] = []  # (resolved, as shown) of files being imported, for cycles
-        self.exports: dict[str, dict[str, _Binding]] = {}  # resolved path -> its definitions
+        self.exports: dict[str, Env] = {}  # resolved path -> its definitions
         self.imports: list[str] = []
         self.chains: list[ir.Chain] = []
-        self.table_names: list[str] | None = None
-
-    def error(self, span: ast.Span, message: str, hint: str | None = None) -> None:
-        self.diags.append(Diagnostic(span, message, hint))
 
     # ---- files -------------------------------------------------------------------------------
 
     def main(self, program: ast.Program) -> ir.Program:
         self.sources[program.file] = program.source
         self.stack.append((_key(program.file), program.file))
-        env: dict[str, _Binding] = {}
+        env: Env = {}
         later = _definitions(program)
         header: dict[str, ast.Header | ast.Generate] = {}
         out = ir.Program(source=program.file)
@@ -118,7 +106,7 @@ class _Checker:
         out.chains = list(self.chains)
         return out
 
-    def _import(self, stmt: ast.Header, env: dict[str, _Binding], importer: str) -> None:
+    def _import(self, stmt: ast.Header, env: Env, importer: str) -> None:
         path = os.path.normpath(os.path.join(os.path.dirname(importer), stmt.value.value))
         try:
             key = _key(path)
@@ -139,7 +127,7 @@ class _Checker:
         for name, binding in self.exports[key].items():
             self._bind(name, binding, env, stmt.span)
 
-    def _load(self, path: str, span: ast.Span) -> dict[str, _Binding]:
+    def _load(self, path: str, span: ast.Span) -> Env:
         try:
             text = self.loader(path)
         except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -153,7 +141,7 @@ class _Checker:
             self.diags.extend(exc.diagnostics)
             return {}
         self.stack.append((_key(path), path))
-        env: dict[str, _Binding] = {}
+        env: Env = {}
         later = _definitions(program)
         for stmt in program.statements:
             if isinstance(stmt, ast.Header) and stmt.key == "import":
@@ -169,7 +157,7 @@ class _Checker:
     # ---- header ------------------------------------------------------------------------------
 
     def _header(self, stmt: ast.Header | ast.Generate, seen: dict[str, ast.Header | ast.Generate],
-                env: dict[str, _Binding], file: str) -> None:
+                env: Env, file: str) -> None:
         if isinstance(stmt, ast.Header) and stmt.key == "import":
             self._import(stmt, env, file)
             return
@@ -198,7 +186,7 @@ class _Checker:
         values: dict[str, object] = {}
         for key, stmt in seen.items():
             if isinstance(stmt, ast.Generate):
-                n = _as_int(stmt.count)
+                n = as_int(stmt.count)
                 if n is not None and 1 <= n <= MAX_GENERATE:
                     values["generate"] = n
             else:
@@ -207,7 +195,7 @@ class _Checker:
 
     # ---- definitions -------------------------------------------------------------------------
 
-    def _bind(self, name: str, binding: _Binding, env: dict[str, _Binding], where: ast.Span) -> None:
+    def _bind(self, name: str, binding: Binding, env: Env, where: ast.Span) -> None:
         old = env.get(name)
         if old is not None:
             if old is binding:
@@ -220,12 +208,12 @@ class _Checker:
             return
         env[name] = binding
 
-    def _define(self, stmt: ast.Let | ast.Chain, env: dict[str, _Binding], later: dict[str, ast.Span]) -> None:
+    def _define(self, stmt: ast.Let | ast.Chain, env: Env, later: dict[str, ast.Span]) -> None:
         if isinstance(stmt, ast.Let):
             concept = self._expr(stmt.expr, env, later, defining=stmt.name)
             if concept is not None:
                 concept = concept.model_copy(update={"label": stmt.name})
-            self._bind(stmt.name, _Binding("let", stmt.name_span, concept), env, stmt.name_span)
+            self._bind(stmt.name, Binding("let", stmt.name_span, concept), env, stmt.name_span)
             return
         links: list[ir.Link] = []
         for link in stmt.links:
@@ -235,151 +223,13 @@ class _Checker:
                 self._concept_at(concept, layers, link.span)
                 links.append(ir.Link(concept=concept, layers=layers))
         before = len(env)
-        self._bind(stmt.name, _Binding("chain", stmt.name_span, None), env, stmt.name_span)
+        self._bind(stmt.name, Binding("chain", stmt.name_span, None), env, stmt.name_span)
         if len(env) > before and len(links) == len(stmt.links):
             self.chains.append(ir.Chain(name=stmt.name, links=links, force=stmt.force))
 
-    # ---- concept expressions -----------------------------------------------------------------
+    # ---- scopes ----------------------------------------------------------------------------------
 
-    def _expr(self, e: ast.Expr, env: dict[str, _Binding], later: dict[str, ast.Span],
-              defining: str | None = None) -> ir.Concept | None:
-        """Resolve a concept expression; None (after reporting) if it has errors."""
-        if isinstance(e, ast.Ref):
-            return self._ref(e, env, later, defining)
-        if isinstance(e, ast.ConceptLit | ast.ConceptId):
-            ref = self._concept(e)
-            return None if ref is None else ir.Concept(terms=[ir.Term(ref=ref)], label=ref.name)
-        if isinstance(e, ast.Union):
-            refs: list[ir.ConceptRef] = []
-            ok = True
-            for item in e.items:
-                c = self._expr(item, env, later, defining)
-                if c is None:
-                    ok = False
-                elif c.combine == "sum" and (len(c.terms) > 1 or c.terms[0].weight != 1.0):
-                    self.error(item.span, "a weighted sum cannot be part of a union (|)",
-                               "a union takes plain concepts; weight the union's members instead")
-                    ok = False
-                else:
-                    refs.extend(t.ref for t in c.terms if t.ref not in refs)
-            if not ok:
-                return None
-            return ir.Concept(terms=[ir.Term(ref=r) for r in refs], combine="max" if len(refs) > 1 else "sum",
-                              label=format_expr(e))
-        terms: list[ir.Term] = []
-        ok = True
-        for term in e.terms:
-            c = self._expr(term.expr, env, later, defining)
-            if c is None:
-                ok = False
-                continue
-            if c.combine == "max":
-                self.error(term.expr.span, "a union (|) cannot be weighted or summed",
-                           "write the members as a weighted sum: 0.5*a + 0.5*b")
-                ok = False
-                continue
-            weight = term.sign * (term.weight.value if term.weight is not None else 1.0)
-            terms.extend(ir.Term(ref=t.ref, weight=weight * t.weight) for t in c.terms)
-        if not ok:
-            return None
-        return ir.Concept(terms=terms, combine="sum", label=format_expr(e))
-
-    def _ref(self, e: ast.Ref, env: dict[str, _Binding], later: dict[str, ast.Span],
-             defining: str | None) -> ir.Concept | None:
-        binding = env.get(e.name)
-        if binding is not None and binding.kind == "let":
-            if binding.concept is None:
-                return None  # its definition was already reported
-            return binding.concept.model_copy(update={"label": e.name})
-        if binding is not None:
-            self.error(e.span, f'"{e.name}" is a chain, not a concept', "use one of its links")
-        elif e.name == defining:
-            self.error(e.span, f'"{e.name}" is defined in terms of itself')
-        elif e.name in later:
-            self.error(e.span, f'"{e.name}" is used before it is defined (line {later[e.name].line})',
-                       "move the definition above its first use")
-        else:
-            lets = [n for n, b in env.items() if b.kind == "let"]
-            hint = did_you_mean(e.name, lets)
-            if hint is None:
-                if self.table is not None and self.table.lookup(e.name) is not None:
-                    hint = f'the dictionary has it: write concept "{e.name}", or let {e.name} = concept "{e.name}"'
-                else:
-                    hint = f'define it first: let {e.name} = concept "{e.name}"'
-            self.error(e.span, f'unknown name "{e.name}"', hint)
-        return None
-
-    def _concept(self, e: ast.ConceptLit | ast.ConceptId) -> ir.ConceptRef | None:
-        table = self.table
-        if isinstance(e, ast.ConceptId):
-            name = f"{e.space}#{e.index}"
-            if table is None:
-                return ir.ConceptRef(name=name, space=e.space, index=e.index)
-            info = table.lookup_id(e.space, e.index)
-            if info is None:
-                self.error(e.span, f"no concept {name} in {_table_name(table)}")
-                return None
-        else:
-            name = e.name
-            if not name.strip():
-                self.error(e.span, "empty concept name")
-                return None
-            if table is None:
-                return ir.ConceptRef(name=name)
-            info = table.lookup(name)
-            if info is None:
-                if self.table_names is None:
-                    self.table_names = list(table.names())
-                self.error(e.span, f'unknown concept "{name}"', did_you_mean(name, self.table_names))
-                return None
-        return ir.ConceptRef(name=name, space=info.space, index=info.index, canonical=info.name,
-                             layers=sorted(info.layers) if info.layers else None)
-
-    def _concept_at(self, concept: ir.Concept, layers: list[int] | None, span: ast.Span) -> None:
-        # A concept narrowed to layers where it has no latent would silently do nothing.
-        if layers is None:
-            return
-        for term in concept.terms:
-            have = term.ref.layers
-            if have is not None and not set(have) & set(layers):
-                self.error(span, f'concept "{term.ref.name}" has no latent at layers {_list(layers)}',
-                           f"it exists at layers {_list(have)}")
-
-    # ---- numbers, layers, scopes --------------------------------------------------------------
-
-    def _whole(self, num: ast.Num, what: str) -> int | None:
-        n = _as_int(num)
-        if n is None:
-            self.error(num.span, f"{what} must be a whole number, not {num.text}")
-        elif n < 0:
-            self.error(num.span, f"{what} must not be negative")
-            return None
-        return n
-
-    def _layers(self, spec: ast.Layers | None) -> list[int] | None:
-        if spec is None:
-            return None
-        values = [self._whole(n, "a layer") for n in spec.numbers]
-        if any(v is None for v in values):
-            return None
-        ints = [v for v in values if v is not None]
-        if spec.form == "range":
-            if ints[0] > ints[1]:
-                self.error(spec.span, f"empty layer range {ints[0]}..{ints[1]}", "write the lower layer first")
-                return None
-            ints = list(range(ints[0], ints[1] + 1))
-        elif len(set(ints)) != len(ints):
-            self.error(spec.span, "a layer is listed twice")
-        if self.table is not None and self.table.layers():
-            have = self.table.layers()
-            missing = [n for n in ints if n not in have]
-            if missing:
-                self.error(spec.span, f"no dictionary at layer{'s' if len(missing) > 1 else ''} {_list(missing)}",
-                           f"layers with a dictionary: {_list(have)}")
-                return None
-        return sorted(set(ints))
-
-    def _scope(self, scope: ast.Scope, env: dict[str, _Binding], later: dict[str, ast.Span]) -> ir.Scope | None:
+    def _scope(self, scope: ast.Scope, env: Env, later: dict[str, ast.Span]) -> ir.Scope | None:
         fields: dict[str, object] = {"kind": scope.kind}
         ok = True
         if len(scope.qualifiers) > 1:
@@ -418,36 +268,9 @@ class _Checker:
         fields["layers"] = layers
         return ir.Scope(**fields) if ok else None  # type: ignore[arg-type]
 
-    def _region(self, q: ast.Region) -> ir.Region | None:
-        nums = (q.row_start, q.row_end, q.col_start, q.col_end)
-        ok = True
-        for n in nums:
-            if not 0 <= n.value <= 1:
-                self.error(n.span, f"region bound {n.text} is outside [0, 1]",
-                           "regions are fractions of the patch grid: [r0:r1, c0:c1] with 0 <= r0 < r1 <= 1")
-                ok = False
-        if ok:
-            for lo, hi, what in ((q.row_start, q.row_end, "rows"), (q.col_start, q.col_end, "columns")):
-                if lo.value >= hi.value:
-                    self.error(lo.span, f"empty region: {what} {lo.text}:{hi.text}", "the start must be below the end")
-                    ok = False
-        if not ok:
-            return None
-        return ir.Region(row_start=nums[0].value, row_end=nums[1].value, col_start=nums[2].value,
-                         col_end=nums[3].value)
-
-    def _tokens(self, q: ast.Tokens) -> ir.TokenRange | None:
-        start, end = self._whole(q.start, "a token position"), self._whole(q.end, "a token position")
-        if start is None or end is None:
-            return None
-        if start > end:
-            self.error(q.span, f"empty token range {start}..{end}", "write the first token first")
-            return None
-        return ir.TokenRange(start=start, end=end)
-
     # ---- conditions ----------------------------------------------------------------------------
 
-    def _compare(self, c: ast.Compare, env: dict[str, _Binding], later: dict[str, ast.Span],
+    def _compare(self, c: ast.Compare, env: Env, later: dict[str, ast.Span],
                  need_modality: bool) -> ir.Compare | None:
         concept = self._expr(c.target, env, later)
         if need_modality and c.modality is None:
@@ -457,7 +280,7 @@ class _Checker:
             return None
         return ir.Compare(concept=concept, op=c.op, threshold=c.threshold.value, modality=c.modality)
 
-    def _cond(self, c: ast.Cond, env: dict[str, _Binding], later: dict[str, ast.Span]) -> ir.Condition | None:
+    def _cond(self, c: ast.Cond, env: Env, later: dict[str, ast.Span]) -> ir.Condition | None:
         if isinstance(c, ast.Compare):
             return self._compare(c, env, later, need_modality=True)
         if isinstance(c, ast.Not):
@@ -470,7 +293,7 @@ class _Checker:
 
     # ---- blocks, edits -------------------------------------------------------------------------
 
-    def _steer(self, stmt: ast.Steer, env: dict[str, _Binding], later: dict[str, ast.Span]) -> ir.Steer | None:
+    def _steer(self, stmt: ast.Steer, env: Env, later: dict[str, ast.Span]) -> ir.Steer | None:
         scope = self._scope(stmt.scope, env, later)
         edits: list[ir.Edit] = []
         ok = scope is not None
@@ -488,7 +311,7 @@ class _Checker:
                 ok = False
         return ir.Steer(scope=scope, edits=edits) if ok and scope is not None else None
 
-    def _when(self, stmt: ast.When, env: dict[str, _Binding], later: dict[str, ast.Span]) -> ir.When | None:
+    def _when(self, stmt: ast.When, env: Env, later: dict[str, ast.Span]) -> ir.When | None:
         cond = self._cond(stmt.cond, env, later)
         steps: list[ir.Steer] = []
         bare: ir.Steer | None = None
@@ -519,7 +342,7 @@ class _Checker:
                 ok = False
         return ir.When(condition=cond, steps=steps) if ok and cond is not None else None
 
-    def _edit(self, e: ast.Edit, env: dict[str, _Binding], later: dict[str, ast.Span],
+    def _edit(self, e: ast.Edit, env: Env, later: dict[str, ast.Span],
               layers: list[int] | None) -> ir.Edit | None:
         target = self._expr(e.target, env, later)
         if target is not None:
@@ -549,7 +372,7 @@ class _Checker:
                 if other is not None:
                     self._concept_at(other, layers, r.span)
                 ok = ok and other is not None
-                if target is not None and other is not None and _same(target, other):
+                if target is not None and other is not None and same_concept(target, other):
                     self.error(e.span, "`replace` needs two different concepts", "to remove a concept, use off")
                     ok = False
                 fields["replacement"] = other
@@ -557,7 +380,7 @@ class _Checker:
                 raise TypeError(f"not an edit: {e!r}")
         return ir.Edit(op=op, target=target, **fields) if ok else None  # type: ignore[arg-type]
 
-    def _trace(self, stmt: ast.Trace, env: dict[str, _Binding], later: dict[str, ast.Span]) -> list[ir.Concept]:
+    def _trace(self, stmt: ast.Trace, env: Env, later: dict[str, ast.Span]) -> list[ir.Concept]:
         out: list[ir.Concept] = []
         for target in stmt.targets:
             if isinstance(target, ast.Ref) and (b := env.get(target.name)) is not None and b.kind == "chain":
@@ -582,33 +405,9 @@ def _definitions(program: ast.Program) -> dict[str, ast.Span]:
     return out
 
 
-def _as_int(num: ast.Num) -> int | None:
-    text = num.text.lstrip("-")
-    if not text.isdigit():
-        return None
-    return int(num.text)
-
-
-def _same(a: ir.Concept, b: ir.Concept) -> bool:
-    # Compare what the table resolved (an alias is the same concept), or names when unresolved.
-    def key(c: ir.Concept) -> tuple[str, list[tuple[str, float]]]:
-        return c.combine, sorted((t.ref.key or t.ref.name, t.weight) for t in c.terms)
-
-    return key(a) == key(b)
-
-
 def _key(path: str) -> str:
     return str(Path(path).resolve()) if not path.startswith("<") else path
 
 
 def _at(span: ast.Span, here: ast.Span) -> str:
     return f"line {span.line}" if span.file == here.file else f"{span.file}:{span.line}"
-
-
-def _list(values: list[int]) -> str:
-    return ", ".join(str(v) for v in values)
-
-
-def _table_name(table: ConceptTable) -> str:
-    name = table.dictionary_name
-    return f'dictionary "{name}"' if name else "the concept table"
