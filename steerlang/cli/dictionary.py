@@ -37,7 +37,7 @@ def harvest_cmd(
 def train_cmd(
     out: Path = typer.Option(..., "--out", help="Dictionary folder to write (SAELens format + card.json)."),
     model: str = typer.Option("toyworld", "--model"),
-    layer: int = typer.Option(..., "--layer", help="-1 = the language model's input; 0.. = a decoder layer's output."),
+    layer: int = typer.Option(..., "--layer", help="Residual stream entering block L: 0 = the LM input, n_layers = the last block's output."),
     modality: str = typer.Option("image", "--modality", help="image, text or both (one shared dictionary)."),
     arch: str = typer.Option("topk", "--arch", help="topk or relu."),
     latents: int = typer.Option(1024, "--latents", min=1),

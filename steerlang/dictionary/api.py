@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from steerlang.dictionary.harvest import LM_INPUT, check_layers, decoder_layers, harvest
+from steerlang.dictionary.harvest import check_layers, harvest
 from steerlang.dictionary.source import MANIFEST, ActivationSource, read_manifest
 from steerlang.errors import InputError
 
@@ -100,7 +100,7 @@ def train_dictionary(
         raise InputError(f"--modality: must be image, text or both, got {modality!r}")
     acts = harvested(model, seed=TRAIN_SCENE_SEED, count=count, acts_dir=acts_dir)
     src = source_for(acts, layer, modality)
-    hook = "model.language_model.layers.0 (input)" if layer == LM_INPUT else f"model.language_model.layers.{layer}"
+    hook = f"model.language_model.layers.{layer}.input" if layer < n_blocks(model) else f"model.language_model.layers.{layer - 1}.output"
     cfg = TrainConfig(
         arch=arch, d_sae=latents, k=k, l1_coeff=l1_coeff, lr=lr, batch_size=batch_size, steps=steps,
         dead_method=dead_method, whiten=whiten, seed=seed, decay_frac=0.2,
@@ -113,7 +113,7 @@ def train_dictionary(
     seconds = time.perf_counter() - t0
     card = {
         "model": model, "layer": layer, "modality": modality,
-        "hook": {"module": hook, "point": "input" if layer == LM_INPUT else "output"},
+        "hook": hook,
         "stats": compute_card_stats(result.sae, src, max_rows=200_000),
         "training": {"seconds": round(seconds, 1), "tokens_per_s": round(steps * batch_size / seconds),
                      "scenes": {"seed": TRAIN_SCENE_SEED, "count": count}, "last": result.history[-1] if result.history else None},
@@ -151,15 +151,21 @@ def evaluate_dictionary(path: str | os.PathLike, *, model: str | None = None, co
             "held_out": {"seed": EVAL_SCENE_SEED, "scenes": count}, "reconstruction": rec, "spliced": splice}
 
 
-def all_layers(model: str) -> list[int]:
-    from steerlang.world.model import load_model
+def n_blocks(model: str) -> int:
+    from transformers import AutoConfig
 
-    n = len(decoder_layers(load_model(model)))
-    return list(range(LM_INPUT, n))
+    from steerlang.world.model import shipped_model_path
+
+    cfg = AutoConfig.from_pretrained(str(shipped_model_path()) if model == "toyworld" else model)
+    return int(cfg.text_config.num_hidden_layers)
+
+
+def all_layers(model: str) -> list[int]:
+    return list(range(0, n_blocks(model) + 1))
 
 
 def layer_dir_name(layer: int, modality: str) -> str:
-    return f"{'input' if layer == LM_INPUT else f'layer{layer}'}-{modality}"
+    return f"layer{layer}-{modality}"
 
 
 def build_dictionary_set(

@@ -1,9 +1,11 @@
 """Harvest residual-stream activations from a model, labelled by modality, streamed to shards.
 
 Each sample is a toy-world scene run teacher-forced as `<s> <image>*N prompt caption </s>`. We
-capture, with plain forward hooks (removed in `finally`), the language model's input (layer -1:
-the input of decoder block 0, i.e. the projector's output merged into the text embeddings) and the
-output of each decoder block. Every kept position is labelled image / prompt / caption; image
+capture, with plain forward hooks (removed in `finally`), the residual stream at chosen layers.
+
+Layer numbering (everywhere in steerlang, as HF `hidden_states` and TransformerLens `resid_pre`):
+layer L is the residual stream entering decoder block L; layer 0 is the language model's input (the
+projector's output merged into the text embeddings) and layer n_layers is the last block's output. Every kept position is labelled image / prompt / caption; image
 positions also carry their patch index (row-major). `<s>` and padding are not harvested.
 """
 
@@ -24,7 +26,7 @@ from steerlang.world.scenes import Scene, make_scene
 from steerlang.world.train import Example, collate
 from steerlang.world.vocab import DESCRIBE_PROMPTS
 
-LM_INPUT = -1
+LM_INPUT = 0
 
 
 def decoder_layers(bundle: ModelBundle) -> torch.nn.ModuleList:
@@ -32,19 +34,25 @@ def decoder_layers(bundle: ModelBundle) -> torch.nn.ModuleList:
 
 
 def check_layers(bundle: ModelBundle, layers: Sequence[int]) -> list[int]:
-    """Validate layer numbers: -1 (LM input) to n_layers - 1."""
+    """Validate layer numbers: 0 (LM input) to n_layers (the last block's output)."""
     n = len(decoder_layers(bundle))
     for layer in layers:
-        if not LM_INPUT <= layer < n:
-            raise InputError(f"--layer: {layer} is out of range; this model has layers -1 (LM input) to {n - 1}")
+        if not 0 <= layer <= n:
+            raise InputError(f"--layer: {layer} is out of range; this model has layers 0 (LM input) to {n} (last block's output)")
     return sorted(set(layers))
+
+
+def hook_point(bundle: ModelBundle, layer: int) -> tuple[torch.nn.Module, bool]:
+    """(module, is_pre): layer L < n is the input of block L (a pre-hook); L = n the last block's output."""
+    blocks = decoder_layers(bundle)
+    return (blocks[layer], True) if layer < len(blocks) else (blocks[-1], False)
 
 
 class LayerCapture:
     """Context manager capturing hidden states at the chosen layers during forward passes."""
 
     def __init__(self, bundle: ModelBundle, layers: Sequence[int]) -> None:
-        self.blocks = decoder_layers(bundle)
+        self.bundle = bundle
         self.layers = list(layers)
         self.captured: dict[int, Tensor] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -52,18 +60,22 @@ class LayerCapture:
     def __enter__(self) -> LayerCapture:
         try:
             for layer in self.layers:
-                if layer == LM_INPUT:
-                    self._handles.append(self.blocks[0].register_forward_pre_hook(self._pre, with_kwargs=True))
+                module, is_pre = hook_point(self.bundle, layer)
+                if is_pre:
+                    self._handles.append(module.register_forward_pre_hook(self._make_pre(layer), with_kwargs=True))
                 else:
-                    self._handles.append(self.blocks[layer].register_forward_hook(self._make_post(layer)))
+                    self._handles.append(module.register_forward_hook(self._make_post(layer)))
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
-    def _pre(self, _module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        hidden = args[0] if args else kwargs["hidden_states"]
-        self.captured[LM_INPUT] = hidden.detach()
+    def _make_pre(self, layer: int) -> Callable:
+        def hook(_module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+            hidden = args[0] if args else kwargs["hidden_states"]
+            self.captured[layer] = hidden.detach()
+
+        return hook
 
     def _make_post(self, layer: int) -> Callable:
         def hook(_module: torch.nn.Module, _args: tuple, output: Tensor | tuple) -> None:
@@ -116,7 +128,7 @@ def harvest(
     if count <= 0:
         raise InputError(f"--count: must be at least 1, got {count}")
     n_layers = len(decoder_layers(bundle))
-    layers = check_layers(bundle, range(LM_INPUT, n_layers) if layers is None else layers)
+    layers = check_layers(bundle, range(0, n_layers + 1) if layers is None else layers)
     d_in = int(bundle.model.config.text_config.hidden_size)
     meta = {"scene_seed": seed, "scene_count": count, "patch_grid": list(bundle.patch_grid)}
     with ShardWriter(out_dir, layers, d_in, model=bundle.name, dtype=dtype, shard_rows=shard_rows, metadata=meta) as writer:

@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from steerlang.dictionary.harvest import (
-    LM_INPUT,
     check_layers,
     decoder_layers,
     harvest_examples,
+    hook_point,
     position_labels,
 )
 from steerlang.dictionary.sae import SAE
@@ -37,22 +37,22 @@ GROUPS: dict[str, tuple[int, ...]] = {
 
 @contextmanager
 def replace_layer(bundle: ModelBundle, layer: int, fn: Callable[[Tensor], Tensor]):
-    """Within the block, the hidden state at `layer` (-1 = LM input) becomes fn(hidden)."""
-    blocks = decoder_layers(bundle)
-    if layer == LM_INPUT:
+    """Within the block, the hidden state at `layer` (0 = LM input) becomes fn(hidden)."""
+    module, is_pre = hook_point(bundle, layer)
+    if is_pre:
         def pre(_m: torch.nn.Module, args: tuple, kwargs: dict):
             if args:
                 return (fn(args[0]), *args[1:]), kwargs
             return args, {**kwargs, "hidden_states": fn(kwargs["hidden_states"])}
 
-        handle = blocks[0].register_forward_pre_hook(pre, with_kwargs=True)
+        handle = module.register_forward_pre_hook(pre, with_kwargs=True)
     else:
         def post(_m: torch.nn.Module, _args: tuple, output: Tensor | tuple):
             if isinstance(output, tuple):
                 return (fn(output[0]), *output[1:])
             return fn(output)
 
-        handle = blocks[layer].register_forward_hook(post)
+        handle = module.register_forward_hook(post)
     try:
         yield
     finally:
