@@ -34,8 +34,8 @@ ARCHITECTURES: tuple[str, ...] = ("topk", "relu", "jumprelu")
 class SAEConfig:
     """What defines an SAE besides its weights (mirrors SAELens v6 ``cfg.json``).
 
-    ``layer``: -1 is the language model's input (embeddings after the image features are merged
-    in), ``L >= 0`` the output of decoder block ``L``. ``modality``: "image", "text", "caption"
+    ``layer``: the residual stream entering decoder block L (0 = the language model's input, the
+    embeddings after the image features are merged in; n_layers = the last block's output). ``modality``: "image", "text", "caption"
     or "both" (which token positions the dictionary was trained on).
     """
 

@@ -13,7 +13,7 @@ Shard folder format (version 1; the harvester writes exactly this through `Shard
 ``manifest.json``::
 
     {"format": "steerlang-activations", "version": 1,
-     "model": "<model name or path>", "layers": [-1, 2, 5], "d_in": 1024,
+     "model": "<model name or path>", "layers": [0, 2, 5], "d_in": 1024,
      "dtype": "float16", "rows": 123456, "created_by": "...",
      "modality_codes": {"image": 0, "prompt": 1, "caption": 2},
      "shards": [{"file": "shard_00000.safetensors", "rows": 32768,
@@ -22,10 +22,10 @@ Shard folder format (version 1; the harvester writes exactly this through `Shard
 
 Each shard holds, for its ``N`` rows (token positions):
 
-- ``acts.L{layer}`` [N, d_in] float16 or float32, one tensor per harvested layer. ``layer = -1`` is
-  the language model's input (the embeddings after image features are merged in, HF
-  ``hidden_states[0]``); ``layer = L >= 0`` is the output of decoder block L (HF
-  ``hidden_states[L + 1]``). Key examples: ``acts.L-1``, ``acts.L5``.
+- ``acts.L{layer}`` [N, d_in] float16 or float32, one tensor per harvested layer. Layer L is the
+  residual stream entering decoder block L (HF ``hidden_states[L]``): ``L = 0`` is the language
+  model's input (the embeddings after image features are merged in), ``L = n_layers`` the last
+  block's output. Key examples: ``acts.L0``, ``acts.L5``.
 - ``modality`` [N] uint8: 0 = image token, 1 = prompt text, 2 = caption text.
 - ``cell`` [N] int16: image patch index for image tokens, -1 for text.
 - ``scene`` [N] int32: the scene (sample) id.
@@ -73,7 +73,7 @@ LABELS: dict[str, torch.dtype] = {
 
 
 def acts_key(layer: int) -> str:
-    """Safetensors key of a layer's activations: -1 -> ``acts.L-1`` (LM input), 5 -> ``acts.L5``."""
+    """Safetensors key of a layer's activations: 0 -> ``acts.L0`` (LM input), 5 -> ``acts.L5``."""
     return f"acts.L{layer}"
 
 
@@ -259,7 +259,7 @@ class ActivationSource:
         if unit.path is None:
             assert self._tensor is not None
             return self._tensor, dict(self._labels or {}) if labels else {}
-        key = acts_key(self.layer if self.layer is not None else -1)
+        key = acts_key(self.layer if self.layer is not None else 0)
         try:
             with safe_open(str(unit.path), framework="pt") as f:
                 names = set(f.keys())

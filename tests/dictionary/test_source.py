@@ -16,12 +16,12 @@ def _harvest(tmp_path, n=230, shard_rows=64, batch=37):
     g = torch.Generator().manual_seed(1)
     rows = torch.arange(n, dtype=torch.float32)
     modality = torch.randint(0, 3, (n,), generator=g, dtype=torch.uint8)
-    with ShardWriter(tmp_path / "acts", layers=[-1, 2], d_in=D, model="toy", shard_rows=shard_rows,
+    with ShardWriter(tmp_path / "acts", layers=[0, 2], d_in=D, model="toy", shard_rows=shard_rows,
                      dtype=torch.float32) as w:
         for s in range(0, n, batch):
             e = min(s + batch, n)
             a = rows[s:e, None].expand(-1, D).clone()
-            w.add({-1: a, 2: -a}, modality=modality[s:e], cell=torch.full((e - s,), -1),
+            w.add({0: a, 2: -a}, modality=modality[s:e], cell=torch.full((e - s,), -1),
                   scene=torch.arange(s, e) // 10, position=torch.arange(s, e) % 10)
     return tmp_path / "acts", modality
 
@@ -29,7 +29,7 @@ def _harvest(tmp_path, n=230, shard_rows=64, batch=37):
 def test_writer_manifest_and_shards(tmp_path):
     root, modality = _harvest(tmp_path)
     m = json.loads((root / "manifest.json").read_text())
-    assert m["layers"] == [-1, 2] and m["d_in"] == D and m["rows"] == 230 and m["model"] == "toy"
+    assert m["layers"] == [0, 2] and m["d_in"] == D and m["rows"] == 230 and m["model"] == "toy"
     assert [s["rows"] for s in m["shards"]] == [64, 64, 64, 38]
     assert sum(sum(s["modality_counts"]) for s in m["shards"]) == 230
 
@@ -48,7 +48,7 @@ def test_filter_and_load(tmp_path, modality, codes):
 
 def test_shuffled_batches_seeded_streaming_and_resumable(tmp_path):
     root, _ = _harvest(tmp_path)
-    src = ActivationSource.from_shards(root, layer=-1, buffer_shards=2)
+    src = ActivationSource.from_shards(root, layer=0, buffer_shards=2)
     a = [b[:, 0] for b, _ in zip(src.batches(50, seed=3), range(12), strict=False)]
     b = [b[:, 0] for b, _ in zip(src.batches(50, seed=3), range(12), strict=False)]
     c = [b[:, 0] for b, _ in zip(src.batches(50, seed=4), range(12), strict=False)]

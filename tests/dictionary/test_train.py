@@ -60,12 +60,12 @@ def test_resume_is_bit_identical(acts, tmp_path, dead):
 
 
 def test_outputs_dictionary_and_card(acts, tmp_path):
-    cfg = TrainConfig(**TINY, whiten=True, out_dir=str(tmp_path / "run"), model_name="toy", layer=-1, modality="image")
+    cfg = TrainConfig(**TINY, whiten=True, out_dir=str(tmp_path / "run"), model_name="toy", layer=0, modality="image")
     res = train_sae(acts, cfg, progress=True)
     back = load_dictionary(res.dictionary_dir, expected_d_in=D_IN)
     assert torch.allclose(back(acts), res.sae(acts), atol=1e-6)
     card = load_card(res.dictionary_dir)
-    assert card["model"] == "toy" and card["layer"] == -1 and card["modality"] == "image"
+    assert card["model"] == "toy" and card["layer"] == 0 and card["modality"] == "image"
     assert card["transform"]["kind"] == "zca" and card["transform"]["folded"]
     assert len(card["stats"]["firing_frequency"]) == 64 and card["stats"]["n_tokens"] == acts.shape[0]
     assert json.loads((tmp_path / "run" / "history.json").read_text()) == res.history
