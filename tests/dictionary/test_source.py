@@ -12,7 +12,7 @@ D = 8
 
 
 def _harvest(tmp_path, n=230, shard_rows=64, batch=37):
-    """Write a shard folder with layers -1 and 2; rows are labelled so they can be traced."""
+    """Write a shard folder with layers 0 and 2; rows are labelled so they can be traced."""
     g = torch.Generator().manual_seed(1)
     rows = torch.arange(n, dtype=torch.float32)
     modality = torch.randint(0, 3, (n,), generator=g, dtype=torch.uint8)
