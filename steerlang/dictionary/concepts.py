@@ -1,0 +1,218 @@
+"""Joint concept sets: named variables over the image and text dictionaries of every layer.
+
+A concept set folder (the shipped one is `dictionaries/toyworld/`)::
+
+    saes.json               {"model", "layers", "modalities", "saes": [{"layer", "modality", "path"}]}
+    saes/layer{L}-{image|text}/   one SAELens-format dictionary per layer and modality
+    concepts.json           this module's ConceptSetSpec (names, latent groups, statistics)
+    prototypes.safetensors  per-position reference states (see below)
+
+A concept is one variable across layers. At each layer it may own a *latent group* in the image
+dictionary and/or in the text dictionary: a few latents with signed weights. Its **activation** at a
+position is `sum_i w_i * z_i(h) / scale`, computed with the SAE of that position's modality at that
+layer, so that 1.0 means "fires at its typical strength" (`where cat > 0.3` reads in those units).
+
+Reference states (`prototypes.safetensors`), all [n_patches, d_model] float32 at one layer:
+
+- `background.L{layer}`: the hidden state of a blank image at each patch position. Removing an
+  object from image positions moves them here ("what an empty patch looks like"), instead of
+  subtracting a direction that every object shares.
+- `prototype.{concept_index}.L{layer}`: the mean hidden state of the concept's patches at each patch
+  position (with `prototype.{concept_index}.L{layer}.count` [n_patches] — how many training patches
+  made each row; 0 means unseen there). Replacement writes these where the replaced object was.
+
+Ids in programs: `joint#i` is the i-th joint concept (an image side and a text side), `image#i` /
+`text#i` the i-th modality-specific concept (a latent with no partner in the other modality).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from steerlang.errors import DictionaryError
+from steerlang.lang.concepts import ConceptInfo
+
+Modality = Literal["image", "text"]
+Space = Literal["joint", "image", "text"]
+CONCEPTS, SAES, PROTOTYPES = "concepts.json", "saes.json", "prototypes.safetensors"
+
+
+@dataclass(frozen=True)
+class LatentGroup:
+    """Where a concept lives in one SAE: latents with signed weights, and its activation scale."""
+
+    layer: int
+    modality: Modality
+    latents: tuple[int, ...]
+    weights: tuple[float, ...]
+    scale: float = 1.0  # typical raw group activation when firing; activation = raw / scale
+    threshold: float = 0.3  # default "present" threshold (activation units) for masks and `off`
+    precision: float | None = None  # patch-level, held-out (image groups)
+    recall: float | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.latents) != len(self.weights) or not self.latents:
+            raise DictionaryError(f"latent group at layer {self.layer} ({self.modality}): latents and weights must be non-empty and of equal length")
+
+
+@dataclass(frozen=True)
+class Concept:
+    """A named variable: its id, names, and latent groups per layer and modality."""
+
+    space: Space
+    index: int
+    name: str
+    aliases: tuple[str, ...] = ()
+    groups: tuple[LatentGroup, ...] = ()
+    detection: float | None = None  # balanced accuracy of the name on held-out scenes
+    frequency: float = 0.0  # fraction of held-out scenes where it fires
+    evidence: dict[str, Any] = field(default_factory=dict)  # naming evidence (top words, logit lens, ...)
+
+    @property
+    def key(self) -> str:
+        return f"{self.space}#{self.index}"
+
+    def group(self, layer: int, modality: Modality) -> LatentGroup | None:
+        for g in self.groups:
+            if g.layer == layer and g.modality == modality:
+                return g
+        return None
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return tuple(sorted({g.layer for g in self.groups}))
+
+
+@dataclass
+class ConceptSet:
+    """A loaded concept set: the concepts, their dictionaries (loaded lazily) and reference states."""
+
+    root: Path
+    name: str
+    model: str
+    layer_numbers: list[int]
+    concepts: list[Concept]
+    sae_paths: dict[tuple[int, str], Path]
+
+    # -- ConceptTable protocol (what the language checker needs) -------------------------------
+    @property
+    def model_name(self) -> str | None:
+        return self.model
+
+    @property
+    def dictionary_name(self) -> str | None:
+        return self.name
+
+    def names(self) -> list[str]:
+        return sorted({n for c in self.concepts for n in (c.name, *c.aliases)})
+
+    def lookup(self, name: str) -> ConceptInfo | None:
+        c = self.by_name(name)
+        return None if c is None else ConceptInfo(c.name, c.space, c.index, c.layers)
+
+    def lookup_id(self, space: str, index: int) -> ConceptInfo | None:
+        c = self.by_key(f"{space}#{index}")
+        return None if c is None else ConceptInfo(c.name, c.space, c.index, c.layers)
+
+    def layers(self) -> list[int]:
+        return list(self.layer_numbers)
+
+    # -- access -----------------------------------------------------------------------------
+    def by_name(self, name: str) -> Concept | None:
+        for c in self.concepts:
+            if name == c.name or name in c.aliases:
+                return c
+        return None
+
+    def by_key(self, key: str) -> Concept | None:
+        for c in self.concepts:
+            if c.key == key:
+                return c
+        return None
+
+    def sae(self, layer: int, modality: str):  # noqa: ANN201 - steerlang.dictionary.sae.SAE
+        """The SAE of (layer, modality), loaded once."""
+        from steerlang.dictionary.io import load_dictionary
+
+        key = (layer, modality)
+        if key not in self._saes:
+            if key not in self.sae_paths:
+                raise DictionaryError(f"{self.root}: no {modality} dictionary at layer {layer}; layers with dictionaries: {self.layer_numbers}")
+            self._saes[key] = load_dictionary(self.sae_paths[key])
+        return self._saes[key]
+
+    @cached_property
+    def _saes(self) -> dict[tuple[int, str], Any]:
+        return {}
+
+    @cached_property
+    def _prototypes(self) -> dict[str, Tensor]:
+        path = self.root / PROTOTYPES
+        if not path.exists():
+            return {}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # safetensors raises its own error types
+            raise DictionaryError(f"{path}: unreadable ({exc}); rebuild the concept set") from None
+
+    def background(self, layer: int) -> Tensor | None:
+        """[n_patches, d] blank-image hidden states at `layer`, or None if not recorded."""
+        return self._prototypes.get(f"background.L{layer}")
+
+    def prototype(self, concept: Concept, layer: int) -> tuple[Tensor, Tensor] | None:
+        """([n_patches, d] mean state of the concept's patches, [n_patches] counts) or None."""
+        key = f"prototype.{concept.index}.L{layer}" if concept.space == "joint" else f"prototype.{concept.key}.L{layer}"
+        if key not in self._prototypes:
+            return None
+        return self._prototypes[key], self._prototypes[f"{key}.count"]
+
+
+def save_concept_set(root: str | os.PathLike, *, name: str, model: str, layers: list[int], concepts: list[Concept],
+                     tensors: dict[str, Tensor] | None = None) -> None:
+    """Write concepts.json (and prototypes.safetensors) next to an existing saes.json, atomically."""
+    root = Path(root)
+    spec = {"format": "steerlang-concepts", "version": 1, "name": name, "model": model, "layers": layers,
+            "concepts": [asdict(c) for c in concepts]}
+    tmp = root / f".{CONCEPTS}.tmp"
+    tmp.write_text(json.dumps(spec, indent=1) + "\n")
+    if tensors is not None:
+        ttmp = root / f".{PROTOTYPES}.tmp"
+        save_file({k: v.contiguous().float() for k, v in tensors.items()}, str(ttmp))
+        os.replace(ttmp, root / PROTOTYPES)
+    os.replace(tmp, root / CONCEPTS)
+
+
+def load_concept_set(path: str | os.PathLike) -> ConceptSet:
+    """Load a concept set folder (see the module docstring), validating its index files."""
+    from steerlang.resources import data_path
+
+    root = Path(path)
+    if str(path) == "toyworld" and not root.exists():
+        root = data_path("dictionaries", "toyworld")
+    for f in (SAES, CONCEPTS):
+        if not (root / f).exists():
+            raise DictionaryError(f"{root}: missing {f}; is this a steerlang concept set folder?")
+    try:
+        saes = json.loads((root / SAES).read_text())
+        spec = json.loads((root / CONCEPTS).read_text())
+        concepts = [
+            Concept(**{**c, "aliases": tuple(c.get("aliases", ())),
+                       "groups": tuple(LatentGroup(**{**g, "latents": tuple(g["latents"]), "weights": tuple(g["weights"])})
+                                       for g in c.get("groups", ()))})
+            for c in spec["concepts"]
+        ]
+        sae_paths = {(int(e["layer"]), str(e["modality"])): root / e["path"] for e in saes["saes"]}
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DictionaryError(f"{root}: malformed {CONCEPTS} or {SAES} ({type(exc).__name__}: {exc})") from None
+    return ConceptSet(root=root, name=spec.get("name", root.name), model=spec.get("model", saes.get("model", "")),
+                      layer_numbers=[int(x) for x in spec.get("layers", saes.get("layers", []))], concepts=concepts, sae_paths=sae_paths)
