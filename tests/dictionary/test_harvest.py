@@ -1,0 +1,78 @@
+"""Harvesting and the spliced loss on a tiny random toy-world model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from steerlang.dictionary.harvest import LayerCapture, harvest
+from steerlang.dictionary.sae import SAEConfig, make_sae
+from steerlang.dictionary.source import ActivationSource
+from steerlang.dictionary.splice import spliced_loss
+from steerlang.errors import InputError
+from steerlang.world.model import ModelBundle, build_processor, build_toy_model
+from steerlang.world.scenes import make_scene
+
+
+@pytest.fixture(scope="module")
+def bundle() -> ModelBundle:
+    proc = build_processor()
+    return ModelBundle("tiny", build_toy_model(len(proc.tokenizer), seed=1).eval(), proc)
+
+
+def test_harvest_labels_positions_by_modality_and_cell(bundle: ModelBundle, tmp_path) -> None:
+    out = harvest(bundle, tmp_path / "acts", seed=5, count=6, batch_size=4, layers=[0, 2])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["layers"] == [0, 2] and manifest["metadata"]["scene_seed"] == 5
+    x, lab = ActivationSource.from_shards(out, 0, "both").load(with_labels=True)
+    rows, cols = bundle.patch_grid
+    for scene_id in range(6):
+        sel = lab["scene"] == scene_id
+        mod, cell = lab["modality"][sel], lab["cell"][sel]
+        assert int((mod == 0).sum()) == rows * cols
+        assert sorted(cell[mod == 0].tolist()) == list(range(rows * cols))
+        assert (cell[mod != 0] == -1).all()
+        caption = make_scene(5, scene_id).caption
+        # caption tokens plus </s>
+        assert int((mod == 2).sum()) == len(caption.split()) + 1
+    assert x.shape[1] == bundle.model.config.text_config.hidden_size
+
+
+def test_harvest_is_deterministic(bundle: ModelBundle, tmp_path) -> None:
+    a = harvest(bundle, tmp_path / "a", seed=5, count=3, layers=[1])
+    b = harvest(bundle, tmp_path / "b", seed=5, count=3, layers=[1])
+    xa = ActivationSource.from_shards(a, 1).load()
+    xb = ActivationSource.from_shards(b, 1).load()
+    assert torch.equal(xa, xb)
+
+
+def test_capture_hooks_are_removed(bundle: ModelBundle) -> None:
+    layer0 = bundle.model.model.language_model.layers[0]
+    before = len(layer0._forward_pre_hooks)
+    with pytest.raises(RuntimeError):
+        with LayerCapture(bundle, [0, 4]):
+            raise RuntimeError("boom")
+    assert len(layer0._forward_pre_hooks) == before
+
+
+def test_bad_layer_is_a_clear_error(bundle: ModelBundle, tmp_path) -> None:
+    with pytest.raises(InputError, match="--layer: 9 is out of range"):
+        harvest(bundle, tmp_path / "x", seed=1, count=1, layers=[9])
+
+
+class _Identity(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_spliced_loss_of_an_exact_reconstruction_is_zero(bundle: ModelBundle) -> None:
+    res = spliced_loss(bundle, 2, {"image": _Identity(), "text": _Identity()}, seed=4, count=4)
+    for name in ("image", "text", "both"):
+        assert abs(res[name]["delta_ce"]) < 1e-5
+        assert res[name]["loss_recovered"] == pytest.approx(1.0, abs=1e-4)
+    d = bundle.model.config.text_config.hidden_size
+    sae = make_sae(SAEConfig(architecture="topk", d_in=d, d_sae=16, k=2))
+    bad = spliced_loss(bundle, 2, {"image": sae, "text": sae}, seed=4, count=4, splices=("text",))
+    assert bad["text"]["ce_sae"] != bad["text"]["ce_orig"]
