@@ -1,0 +1,152 @@
+"""Positions: which token of a forward call is image, prompt or output, and the masks of scopes.
+
+Every forward call of a generation (the prefill, then one call per decode step) covers the absolute
+positions `[past, past + T)` of each (left-padded) sample. `Layout` records, at prefill, what each
+prompt position is (padding/`<s>`, image token with its patch index, prompt text) and the prompt
+length P; a later call's positions `>= P` are generated tokens (position P + i holds generated
+token i). Without a KV cache, generate re-runs the whole sequence each step: the same rules apply
+to every position, so an edit gives the same tokens with and without the cache.
+
+The scope masks are pure functions of a call's `Positions` (and, for `image where`, of a
+concept's activations), unit-tested on their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from steerlang.lang import ir
+
+PAD, IMAGE, PROMPT, OUTPUT = 0, 1, 2, 3  # position kinds ("PAD" also covers <s>)
+KIND_CODES = {"image": IMAGE, "prompt": PROMPT, "output": OUTPUT}
+
+__all__ = ["IMAGE", "KIND_CODES", "OUTPUT", "PAD", "PROMPT", "Layout", "Positions", "region_mask", "scope_mask"]
+
+
+@dataclass
+class Positions:
+    """What each position of one forward call is: all [B, T]."""
+
+    kind: Tensor  # int8 codes PAD / IMAGE / PROMPT / OUTPUT
+    patch: Tensor  # long: patch index (row-major) for image tokens, -1 elsewhere
+    row: Tensor  # long: patch row for image tokens, -1 elsewhere
+    col: Tensor  # long: patch column for image tokens, -1 elsewhere
+    out_index: Tensor  # long: generated-token index i for output positions, -1 elsewhere
+    grid: list[tuple[int, int]]  # (rows, cols) per sample
+    start: int  # absolute position of column 0
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.kind.shape
+
+    def of(self, *kinds: int) -> Tensor:
+        """[B, T] bool: positions of any of these kinds."""
+        out = self.kind == kinds[0]
+        for k in kinds[1:]:
+            out |= self.kind == k
+        return out
+
+
+@dataclass
+class Layout:
+    """Per-sample layout of the prompt, recorded at prefill and reused by every later step."""
+
+    input_ids: Tensor  # [B, P] the prompt ids (for recognising a cache-less continuation)
+    kind: Tensor  # [B, P]
+    patch: Tensor  # [B, P]
+    grid: list[tuple[int, int]]
+    steps: int = 0  # forward calls since the prefill
+    rows: Tensor = field(init=False)
+    cols: Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        ncols = torch.tensor([c for _r, c in self.grid], dtype=torch.long)[:, None].expand_as(self.patch)
+        is_img = self.patch >= 0
+        self.rows = torch.where(is_img, self.patch // ncols.clamp(min=1), -1)
+        self.cols = torch.where(is_img, self.patch % ncols.clamp(min=1), -1)
+
+    @property
+    def prompt_len(self) -> int:
+        return int(self.input_ids.shape[1])
+
+    @classmethod
+    def from_prefill(cls, input_ids: Tensor, attention_mask: Tensor | None, image_mask: Tensor,
+                     grid_of: Callable[[int], tuple[int, int]], bos_id: int | None) -> Layout:
+        """The layout of a prefill call: image tokens by id, `<s>` and padding excluded."""
+        kind = torch.full(input_ids.shape, PROMPT, dtype=torch.int8)
+        kind[image_mask] = IMAGE
+        if bos_id is not None:
+            kind[input_ids == bos_id] = PAD
+        if attention_mask is not None:
+            kind[attention_mask[:, -input_ids.shape[1]:] == 0] = PAD
+        patch = torch.where(image_mask, image_mask.long().cumsum(dim=1) - 1, -1)
+        grid = [grid_of(i) if bool(image_mask[i].any()) else (0, 0) for i in range(input_ids.shape[0])]
+        return cls(input_ids.clone(), kind, patch, grid)
+
+    def continues(self, input_ids: Tensor, past: int) -> bool:
+        """Whether a call with these ids after `past` cached positions continues this generation."""
+        batch, t = input_ids.shape
+        if batch != self.input_ids.shape[0]:
+            return False
+        if past > 0:
+            return past >= self.prompt_len
+        # No cache: the whole sequence again, which must start with the recorded prompt.
+        p = self.prompt_len
+        return t > p and torch.equal(input_ids[:, :p], self.input_ids)
+
+    def positions(self, start: int, length: int) -> Positions:
+        """The positions [start, start + length) of a call."""
+        p = self.prompt_len
+        batch = self.input_ids.shape[0]
+        idx = torch.arange(start, start + length)
+        in_prompt = idx < p
+        pi = idx.clamp(max=p - 1)
+        kind = torch.where(in_prompt, self.kind[:, pi], torch.full((batch, length), OUTPUT, dtype=torch.int8))
+        neg = torch.full((batch, length), -1, dtype=torch.long)
+        patch = torch.where(in_prompt, self.patch[:, pi], neg)
+        row = torch.where(in_prompt, self.rows[:, pi], neg)
+        col = torch.where(in_prompt, self.cols[:, pi], neg)
+        out_index = torch.where(in_prompt, neg, (idx - p).expand(batch, length))
+        return Positions(kind, patch, row, col, out_index, self.grid, start)
+
+
+def region_mask(pos: Positions, region: ir.Region) -> Tensor:
+    """[B, T] bool: image tokens with r0*rows <= row < r1*rows and c0*cols <= col < c1*cols."""
+    rows = torch.tensor([r for r, _c in pos.grid], dtype=torch.float64)[:, None]
+    cols = torch.tensor([c for _r, c in pos.grid], dtype=torch.float64)[:, None]
+    r, c = pos.row.double(), pos.col.double()
+    inside = (r >= region.row_start * rows) & (r < region.row_end * rows)
+    inside &= (c >= region.col_start * cols) & (c < region.col_end * cols)
+    return inside & (pos.kind == IMAGE)
+
+
+def scope_mask(scope: ir.Scope, pos: Positions, where: Tensor | None = None) -> Tensor:
+    """[B, T] bool: the positions of `scope` in this call.
+
+    `where` is, for an "image_where" scope, the comparison's result at every position ([B, T]
+    bool, computed by the caller from the live activations); it is restricted to image tokens.
+    """
+    kind = scope.kind
+    if kind == "all":
+        return pos.kind != PAD
+    if kind == "image":
+        return pos.of(IMAGE)
+    if kind == "image_region":
+        assert scope.region is not None
+        return region_mask(pos, scope.region)
+    if kind == "image_where":
+        if where is None:
+            raise ValueError("an image_where scope needs its comparison's mask")
+        return where & pos.of(IMAGE)
+    if kind == "prompt":
+        return pos.of(PROMPT)
+    if kind == "output":
+        return pos.of(OUTPUT)
+    if kind == "output_tokens":
+        assert scope.tokens is not None
+        return (pos.kind == OUTPUT) & (pos.out_index >= scope.tokens.start) & (pos.out_index <= scope.tokens.end)
+    raise ValueError(f"unknown scope kind {kind!r}")
