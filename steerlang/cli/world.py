@@ -75,11 +75,23 @@ def train_cmd(
 
     from steerlang.world.api import train_and_save
 
-    with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console) as bar:
-        task = bar.add_task("train", total=steps, loss=float("nan"))
-        report = train_and_save(out, steps=steps, batch_size=batch_size, seed=seed, threads=threads, eval_count=eval_count,
-                                on_step=lambda s, loss: bar.update(task, completed=s + 1, loss=loss))
+    def run(on_step):  # noqa: ANN001, ANN202
+        return train_and_save(out, steps=steps, batch_size=batch_size, seed=seed, threads=threads,
+                              eval_count=eval_count, on_step=on_step)
+
+    if err_console.is_terminal:
+        with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=err_console) as bar:
+            task = bar.add_task("train", total=steps, loss=float("nan"))
+            report = run(lambda s, loss: bar.update(task, completed=s + 1, loss=loss))
+    else:  # a log file: a line every 50 steps instead of a live bar
+        t0 = time.perf_counter()
+
+        def log(s: int, loss: float) -> None:
+            if (s + 1) % 50 == 0 or s + 1 == steps:
+                err_console.print(f"step {s + 1}/{steps}  loss {loss:.4f}  {time.perf_counter() - t0:.0f}s", markup=False)
+
+        report = run(log)
     out_console.print(json.dumps(report, indent=2), markup=False)
 
 
