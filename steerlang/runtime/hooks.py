@@ -34,7 +34,17 @@ from torch import Tensor
 from steerlang.errors import InputError
 from steerlang.runtime.adapters import ModelAdapter
 from steerlang.runtime.masks import IMAGE, OUTPUT, PROMPT, Layout, Positions, scope_mask
-from steerlang.runtime.plan import MODALITIES, CAnd, CCompare, CConcept, CNot, COr, Cond, HookPlan, PlannedEdit
+from steerlang.runtime.plan import (
+    MODALITIES,
+    CAnd,
+    CCompare,
+    CConcept,
+    CNot,
+    Cond,
+    COr,
+    HookPlan,
+    PlannedEdit,
+)
 from steerlang.runtime.trace import Trace
 
 __all__ = ["Steerer"]

@@ -1,0 +1,206 @@
+"""The hook engine: exact no-ops, edit arithmetic, image writes, rules, chains, KV cache, safety."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from runtime_support import encode, gen_ids, logits
+
+from steerlang.runtime.session import load_image
+
+HEAD = 'let cat = concept "cat"\nlet dog = concept "dog"\nlet word = concept "word"\n'
+
+
+@pytest.fixture(scope="module")
+def pics(images):  # noqa: ANN001, ANN201
+    return [load_image(p) for p in images]
+
+
+@pytest.fixture(scope="module")
+def enc(bundle, pics):  # noqa: ANN001, ANN201
+    return encode(bundle, pics)
+
+
+def edited_input(session, prog: str, enc: dict, layer: int = 0, **kw) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+    """(state entering `layer` unsteered, the same state after the steering hook)."""
+    seen: list[torch.Tensor] = []
+
+    def capture(_m: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        seen.append((args[0] if args else kwargs["hidden_states"]).clone())
+
+    block = session.adapter.decoder_layers()[layer]
+    with torch.no_grad():
+        h = block.register_forward_pre_hook(capture, with_kwargs=True)
+        try:
+            session.model(**enc)
+        finally:
+            h.remove()
+        with session.steer(HEAD + prog, **kw):
+            h = block.register_forward_pre_hook(capture, with_kwargs=True)  # runs after the steering hook
+            try:
+                session.model(**enc)
+            finally:
+                h.remove()
+    return seen[0], seen[1]
+
+
+def sparse_latents(session, layer: int, modality: str, h: torch.Tensor, latents: tuple[int, ...]) -> torch.Tensor:  # noqa: ANN001
+    sae = session.concepts.sae(layer, modality)
+    with torch.no_grad():
+        return sae.encode(h)[..., list(latents)]
+
+
+@pytest.mark.parametrize("prog", [
+    "steer all { scale cat by 1 }",
+    "steer image where cat > 99 { off cat }",
+    "when cat > 99 in image { off dog\nadd word * 3 }",
+    "steer output tokens 500..600 { on dog }",
+    "steer prompt { clamp word to [-1000, 1000] }",
+    "trace cat, dog",
+])
+def test_noop_programs_are_bit_identical(session, bundle, enc, prog: str) -> None:  # noqa: ANN001
+    ref_logits, ref_ids = logits(bundle, enc), gen_ids(bundle, enc)
+    with session.steer(HEAD + prog):
+        assert torch.equal(logits(bundle, enc), ref_logits)
+        assert torch.equal(gen_ids(bundle, enc), ref_ids)
+
+
+def test_off_text_is_the_exact_latent_delta(session, enc) -> None:  # noqa: ANN001
+    before, after = edited_input(session, "steer prompt at layer 0 { off word }", enc)
+    sae = session.concepts.sae(0, "text")
+    idx = torch.tensor([30])
+    prompt = session.adapter.image_mask(enc["input_ids"]) == 0
+    prompt &= enc["attention_mask"].bool() & (enc["input_ids"] != session.adapter.text_config.bos_token_id)
+    z = sae.encode_latents(before[prompt], idx)
+    expected = before.clone()
+    rows = (z != 0).any(-1)
+    expected[prompt] = torch.where(rows[:, None], before[prompt] + sae.decode_delta(-z, idx), before[prompt])
+    assert rows.any() and torch.equal(after, expected)
+
+
+def test_image_off_writes_the_background_where_the_concept_is(session, concepts, enc) -> None:  # noqa: ANN001
+    img = session.adapter.image_mask(enc["input_ids"])
+    g = concepts.by_name("cat").group(0, "image")
+    before, _ = edited_input(session, "trace cat", enc)
+    act = (sparse_latents(session, 0, "image", before[img], g.latents) @ torch.tensor(g.weights)) / g.scale
+    t = float(act.median())
+    before, after = edited_input(session, f"steer image where cat > {t} at layer 0 {{ off cat }}", enc)
+    where = act > t
+    assert 0 < int(where.sum()) < len(where)
+    patch = (img.long().cumsum(1) - 1)[img]
+    expected = before[img].clone()
+    expected[where] = concepts.background(0)[patch[where]]
+    assert torch.equal(after[img], expected)
+    assert torch.equal(after[~img], before[~img])
+
+
+def test_image_replace_writes_prototypes_where_seen(session, concepts, enc) -> None:  # noqa: ANN001
+    before, after = edited_input(session, "steer image at layer 0 { replace cat with dog }", enc)
+    img = session.adapter.image_mask(enc["input_ids"])
+    g = concepts.by_name("cat").group(0, "image")
+    act = (sparse_latents(session, 0, "image", before[img], g.latents) @ torch.tensor(g.weights)) / g.scale
+    present = act > g.threshold
+    patch = (img.long().cumsum(1) - 1)[img]
+    proto, count = concepts.prototype(concepts.by_name("dog"), 0)
+    expected = before[img].clone()
+    seen = count[patch] > 0
+    expected[present & seen] = proto[patch[present & seen]]
+    expected[present & ~seen] = concepts.background(0)[patch[present & ~seen]]
+    assert present.any() and (present & seen).any() and (present & ~seen).any()
+    assert torch.equal(after[img], expected)
+
+
+def test_set_writes_the_target_activation(session, enc) -> None:  # noqa: ANN001
+    before, after = edited_input(session, "steer prompt at layer 0 { set dog = 2.5 }", enc)
+    sae = session.concepts.sae(0, "text")
+    idx = torch.tensor([12, 13])  # dog's text group: weights (1, 1), scale 1 -> 1.25 on each latent
+    prompt = (session.adapter.image_mask(enc["input_ids"]) == 0) & enc["attention_mask"].bool()
+    prompt &= enc["input_ids"] != session.adapter.text_config.bos_token_id
+    with torch.no_grad():
+        z = sae.encode_latents(before[prompt], idx)
+        expected = before[prompt] + sae.decode_delta(torch.full_like(z, 1.25) - z, idx)
+    assert torch.equal(after[prompt], expected) and torch.equal(after[~prompt], before[~prompt])
+
+
+def test_sparse_and_dense_paths_agree(session, enc) -> None:  # noqa: ANN001
+    prog = "steer all { set dog = 2\nscale cat by 0.5 }"
+    b1, a_sparse = edited_input(session, prog, enc, layer=1)
+    b2, a_dense = edited_input(session, prog, enc, layer=1, dense=True)
+    assert torch.equal(b1, b2)
+    assert torch.allclose(a_sparse, a_dense, atol=1e-5) and not torch.equal(a_sparse, b1)
+
+
+def test_kv_cache_gives_the_same_tokens(session, bundle, enc) -> None:  # noqa: ANN001
+    base = gen_ids(bundle, enc, n=8)
+    for prog in ("steer output tokens 2..20 { set dog = 3\nadd word * 4 }", "steer image { add cat * 6 }",
+                 "when word > 0.1 in output { steer output { scale dog by 3 } }"):
+        with session.steer(HEAD + prog):
+            cached = gen_ids(bundle, enc, n=8)
+            uncached = gen_ids(bundle, enc, n=8, use_cache=False)
+        assert torch.equal(cached, uncached), prog
+    with session.steer(HEAD + "steer output tokens 2..20 { set dog = 3\nadd word * 4 }"):
+        steered = gen_ids(bundle, enc, n=8)
+    assert torch.equal(steered[:, :3], base[:, :3])  # tokens 0..2 are predicted before position 2 exists
+    assert not torch.equal(steered, base)
+
+
+def hooks_left(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+
+
+@pytest.fixture(scope="module")
+def fresh(model_dir):  # noqa: ANN001, ANN201
+    from transformers import LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration.from_pretrained(model_dir).eval()
+    model.generation_config.eos_token_id = None
+    return model
+
+
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+def test_exception_mid_generation_leaves_no_hook(session, bundle, enc, fresh, exc) -> None:  # noqa: ANN001
+    def boom(step: int) -> None:
+        if step == 3:
+            raise exc("stop at step 3")
+
+    before = hooks_left(bundle.model)
+    with pytest.raises(exc), session.steer(HEAD + "steer all { set dog = 3 }", on_forward=boom):
+        gen_ids(bundle, enc, n=8)
+    assert hooks_left(bundle.model) == before
+    with torch.no_grad():
+        assert torch.equal(fresh(**enc).logits, logits(bundle, enc))
+        ids = fresh.generate(**enc, max_new_tokens=8, do_sample=False, pad_token_id=bundle.tokenizer.pad_token_id)
+    assert torch.equal(ids[:, enc["input_ids"].shape[1]:], gen_ids(bundle, enc, n=8))
+
+
+def test_rules_apply_per_sample(session, enc) -> None:  # noqa: ANN001
+    with session.steer(HEAD + "trace cat") as st, torch.no_grad():
+        session.model(**enc)
+    maxes = st.trace.max_activation("cat", "image", 0)
+    lo, hi = float(maxes.min()), float(maxes.max())
+    assert hi > lo
+    t = (lo + hi) / 2
+    before, after = edited_input(session, f"when cat > {t} in image {{ steer prompt at layer 0 {{ add word * 3 }} }}", enc)
+    changed = (after != before).any(-1).any(-1)
+    assert changed.tolist() == (maxes > t).tolist()
+    before, after = edited_input(session, f"when not cat > {t} in image {{ steer prompt at layer 0 {{ add word * 3 }} }}", enc)
+    assert (after != before).any(-1).any(-1).tolist() == (maxes <= t).tolist()
+
+
+def test_chains_are_traced_and_forced(session, enc) -> None:  # noqa: ANN001
+    with session.steer(HEAD + "chain c: cat -> dog at layers 1..2") as st, torch.no_grad():
+        session.model(**enc)
+    [summary] = st.trace.chain_summary(0)
+    assert summary["chain"] == "c" and [x["concept"] for x in summary["links"]] == ["cat", "dog"]
+    assert set(summary["links"][0]["max_by_layer"]) == {"0", "1", "2"} and set(summary["links"][1]["max_by_layer"]) == {"1", "2"}
+    before, after = edited_input(session, "force chain c: cat at layer 0 -> dog at layer 0", enc)
+    assert (after != before).any()
+    before2, after2 = edited_input(session, "steer all at layer 0 { on dog }", enc)
+    changed_force, changed_all = (after != before).any(-1), (after2 != before2).any(-1)
+    assert (changed_force & ~changed_all).sum() == 0 and changed_force.sum() < changed_all.sum()
+
+
+def test_hooks_removed_after_run(session, bundle, pics) -> None:  # noqa: ANN001
+    before = hooks_left(bundle.model)
+    session.run(HEAD + "steer image { off cat }\ntrace cat", images=pics[:1], max_new_tokens=3)
+    assert hooks_left(bundle.model) == before

@@ -1,0 +1,75 @@
+"""Layouts and scope masks, on hand-made ids (no model)."""
+
+from __future__ import annotations
+
+import torch
+
+from steerlang.lang import ir
+from steerlang.runtime.masks import IMAGE, OUTPUT, PAD, PROMPT, Layout, region_mask, scope_mask
+
+IMG, BOS, PADID = 9, 1, 0
+
+
+def layout() -> Layout:
+    # Sample 0: <pad> <s> img*4 t t ; sample 1: <s> img*4 t t t (left padding), a 2x2 grid.
+    ids = torch.tensor([[PADID, BOS, IMG, IMG, IMG, IMG, 5, 6], [BOS, IMG, IMG, IMG, IMG, 5, 6, 7]])
+    mask = torch.tensor([[0, 1, 1, 1, 1, 1, 1, 1], [1] * 8])
+    return Layout.from_prefill(ids, mask, ids == IMG, lambda _i: (2, 2), BOS)
+
+
+def test_prefill_kinds_and_patches() -> None:
+    lay = layout()
+    pos = lay.positions(0, 8)
+    assert pos.kind[0].tolist() == [PAD, PAD, IMAGE, IMAGE, IMAGE, IMAGE, PROMPT, PROMPT]
+    assert pos.kind[1].tolist() == [PAD, IMAGE, IMAGE, IMAGE, IMAGE, PROMPT, PROMPT, PROMPT]
+    assert pos.patch[0].tolist() == [-1, -1, 0, 1, 2, 3, -1, -1]
+    assert pos.row[1, 1:5].tolist() == [0, 0, 1, 1] and pos.col[1, 1:5].tolist() == [0, 1, 0, 1]
+    assert (pos.out_index == -1).all()
+
+
+def test_decode_steps_are_output_positions() -> None:
+    lay = layout()
+    pos = lay.positions(8, 1)  # the first decode step holds generated token 0
+    assert pos.kind.tolist() == [[OUTPUT], [OUTPUT]] and pos.out_index.tolist() == [[0], [0]]
+    pos = lay.positions(10, 1)
+    assert pos.out_index.tolist() == [[2], [2]]
+    full = lay.positions(0, 11)  # without a cache: the whole sequence again
+    assert full.kind[0, :8].tolist() == lay.positions(0, 8).kind[0].tolist()
+    assert full.out_index[0, 8:].tolist() == [0, 1, 2]
+
+
+def test_continues() -> None:
+    lay = layout()
+    assert lay.continues(torch.zeros(2, 1, dtype=torch.long), past=8)
+    longer = torch.cat([lay.input_ids, torch.zeros(2, 2, dtype=torch.long)], dim=1)
+    assert lay.continues(longer, past=0)  # cache-less continuation
+    assert not lay.continues(lay.input_ids, past=0)  # the same prompt again: a new generation
+    assert not lay.continues(torch.zeros(3, 1, dtype=torch.long), past=8)
+
+
+def test_scope_masks() -> None:
+    lay = layout()
+    pos = lay.positions(0, 8)
+    img = pos.kind == IMAGE
+    assert torch.equal(scope_mask(ir.Scope(kind="image"), pos), img)
+    assert torch.equal(scope_mask(ir.Scope(kind="prompt"), pos), pos.kind == PROMPT)
+    assert torch.equal(scope_mask(ir.Scope(kind="all"), pos), pos.kind != PAD)
+    assert not scope_mask(ir.Scope(kind="output"), pos).any()
+    region = ir.Scope(kind="image_region", region=ir.Region(row_start=0, row_end=0.5, col_start=0.5, col_end=1))
+    assert scope_mask(region, pos).nonzero().tolist() == [[0, 3], [1, 2]]  # row 0, column 1
+    where = torch.zeros(2, 8, dtype=torch.bool)
+    where[:, 0:4] = True
+    got = scope_mask(ir.Scope(kind="image_where", where=ir.Compare(concept="cat", threshold=0.1)), pos, where)
+    assert torch.equal(got, where & img)  # the where-mask, restricted to image tokens
+    dec = lay.positions(8, 5)
+    toks = ir.Scope(kind="output_tokens", tokens=ir.TokenRange(start=1, end=3))
+    assert scope_mask(toks, dec)[0].tolist() == [False, True, True, True, False]
+    assert scope_mask(ir.Scope(kind="output"), dec).all()
+
+
+def test_region_fractions_cover_the_grid_once() -> None:
+    lay = layout()
+    pos = lay.positions(0, 8)
+    quarters = [ir.Region(row_start=r, row_end=r + 0.5, col_start=c, col_end=c + 0.5) for r in (0, 0.5) for c in (0, 0.5)]
+    total = sum(region_mask(pos, q).long() for q in quarters)
+    assert torch.equal(total.bool(), pos.kind == IMAGE) and int(total.max()) == 1
