@@ -1,0 +1,328 @@
+"""Build the joint concept set of a dictionary set: align, name, group, measure.
+
+Inputs: a model, its image and text SAEs at every layer (`saes.json`), and harvested activations of
+training scenes and held-out scenes (toy world: the rendered ground truth is known exactly).
+
+Per layer:
+1. Encode every image patch and every caption token with its modality's SAE (sparse codes).
+2. Name every live latent from its top-activating scenes (TF-IDF of their captions) and score the
+   name by detection on held-out scenes.
+3. Align image latents with text latents (Hungarian on scene-pooled activation correlation):
+   matched pairs are joint; the rest stay modality-specific.
+4. For each name that names an object kind, form a *latent group* per modality: image latents that
+   carry the name, chosen greedily (at most `max_group` latents) to keep patch precision high while
+   adding recall; text latents that fire on the word. The group's scale is its typical activation
+   and its threshold the lowest that keeps training precision above `min_precision`.
+A concept is then one variable across layers: same name, one group per (layer, modality).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from steerlang.dictionary.align import align, map_image_to_text, retrieval_recall
+from steerlang.dictionary.name import (
+    LatentEvidence,
+    TfidfNamer,
+    balanced_accuracy,
+    detection_score,
+    top_samples,
+)
+from steerlang.dictionary.sae import SAE
+from steerlang.dictionary.source import ActivationSource
+from steerlang.world.scenes import KINDS, make_scene, patch_pixel_counts
+
+BACKGROUND = len(KINDS)  # label of a patch with no object pixel
+STRICT_PIXELS = 8  # ground truth: a patch belongs to an object when >= 8 of its pixels do
+
+
+@dataclass
+class Codes:
+    """Sparse SAE codes of a set of rows: top entries per row (values > 0 only count)."""
+
+    idx: Tensor  # [N, m] int64
+    val: Tensor  # [N, m] float32
+
+    @classmethod
+    def encode(cls, sae: SAE, x: Tensor, m: int = 32, batch: int = 8192) -> Codes:
+        idxs, vals = [], []
+        with torch.no_grad():
+            for chunk in x.split(batch):
+                z = sae.encode(chunk)
+                v, i = z.topk(min(m, z.shape[1]), dim=1)
+                idxs.append(i)
+                vals.append(v)
+        return cls(torch.cat(idxs), torch.cat(vals))
+
+    def group(self, latents: Sequence[int], weights: Sequence[float] | None = None) -> Tensor:
+        """Raw group activation per row: sum_i w_i z_i  [N]."""
+        w = torch.zeros(int(self.idx.max()) + 1 if self.idx.numel() else 1)
+        w = torch.zeros(max(int(self.idx.max()) + 1, max(latents) + 1))
+        w[list(latents)] = torch.tensor(list(weights) if weights is not None else [1.0] * len(latents))
+        return (w[self.idx] * self.val).sum(1)
+
+    def pooled(self, groups: Tensor, n_groups: int, d_sae: int) -> np.ndarray:
+        """Max activation of every latent within each group of rows (e.g. a scene): [n_groups, d_sae]."""
+        out = torch.zeros(n_groups, d_sae)
+        rows = groups[:, None].expand_as(self.idx)
+        flat = rows * d_sae + self.idx
+        out.view(-1).scatter_reduce_(0, flat.reshape(-1), self.val.reshape(-1).clamp(min=0), reduce="amax")
+        return out.numpy()
+
+    def fire_counts(self, labels: Tensor, n_labels: int, d_sae: int) -> np.ndarray:
+        """[d_sae, n_labels]: on how many rows of each label each latent fires."""
+        fired = self.val > 0
+        key = self.idx[fired] * n_labels + labels[:, None].expand_as(self.idx)[fired]
+        return torch.bincount(key, minlength=d_sae * n_labels).reshape(d_sae, n_labels).numpy()
+
+
+@dataclass
+class Split:
+    """Rows of one layer for one set of scenes, with their ground truth."""
+
+    x_img: Tensor  # [Ni, d] raw hidden states of image patches
+    img_scene: Tensor  # [Ni]
+    img_cell: Tensor  # [Ni] patch index
+    img_label: Tensor  # [Ni] kind index under the strict ground truth (BACKGROUND otherwise)
+    img_any: Tensor  # [Ni] kind index of any object pixel in the patch (BACKGROUND if none)
+    x_txt: Tensor  # [Nt, d] caption tokens
+    txt_scene: Tensor  # [Nt]
+    txt_token: list[str]  # [Nt]
+    captions: list[str]  # [n_scenes]
+    n_scenes: int
+    kinds_present: np.ndarray  # [n_scenes, n_kinds] bool
+
+
+def load_split(acts_dir: Any, layer: int, seed: int) -> Split:
+    """Image patches and caption tokens of one layer from a harvest, with toy-world ground truth."""
+    x, lab = ActivationSource.from_shards(acts_dir, layer, "image").load(with_labels=True)
+    scene_ids = lab["scene"].long()
+    n_scenes = int(scene_ids.max()) + 1
+    scenes = [make_scene(seed, i) for i in range(n_scenes)]
+    strict = torch.full((n_scenes, 81), BACKGROUND, dtype=torch.long)
+    anyp = torch.full((n_scenes, 81), BACKGROUND, dtype=torch.long)
+    for i, s in enumerate(scenes):
+        counts = torch.from_numpy(patch_pixel_counts(s))
+        for obj, c in zip(s.objects, counts, strict=True):
+            k = KINDS.index(obj.kind)
+            strict[i][c >= STRICT_PIXELS] = k
+            anyp[i][c > 0] = k
+    cell = lab["cell"].long()
+    xt, lt = ActivationSource.from_shards(acts_dir, layer, "caption").load(with_labels=True)
+    t_scene = lt["scene"].long()
+    tokens: list[str] = []
+    # Caption rows of a scene come in position order: the caption's words, then </s>.
+    order = torch.argsort(t_scene * 10_000 + lt["position"].long())
+    xt, t_scene = xt[order], t_scene[order]
+    for i in range(n_scenes):
+        words = scenes[i].caption.split() + ["</s>"]
+        tokens += words[: int((t_scene == i).sum())]
+    present = np.array([[k in s.kinds for k in KINDS] for s in scenes])
+    return Split(x, scene_ids, cell, strict[scene_ids, cell], anyp[scene_ids, cell], xt, t_scene, tokens,
+                 [s.caption for s in scenes], n_scenes, present)
+
+
+def precision_recall(fires: Tensor, truth: Tensor) -> tuple[float, float]:
+    tp = float((fires & truth).sum())
+    return tp / max(float(fires.sum()), 1.0), tp / max(float(truth.sum()), 1.0)
+
+
+@dataclass
+class GroupChoice:
+    latents: list[int]
+    scale: float
+    threshold: float
+    train_precision: float
+    train_recall: float
+
+
+def choose_image_group(
+    codes: Codes, labels: Tensor, kind: int, candidates: Sequence[int], *, max_group: int = 4, min_precision: float = 0.95
+) -> GroupChoice | None:
+    """Greedy union of up to `max_group` latents for one kind, keeping patch precision high."""
+    truth = labels == kind
+    if not candidates or not truth.any():
+        return None
+    chosen: list[int] = []
+    best_recall = 0.0
+    for _ in range(max_group):
+        best = None
+        for j in candidates:
+            if j in chosen:
+                continue
+            act = codes.group(chosen + [j])
+            prec, rec = precision_recall(act > 0, truth)
+            if prec >= min_precision and rec > best_recall + 0.01 and (best is None or rec > best[1]):
+                best = (j, rec)
+        if best is None:
+            break
+        chosen.append(best[0])
+        best_recall = best[1]
+    if not chosen:
+        # No latent is precise enough when firing at all: take the most precise one and rely on the threshold.
+        scores = []
+        for j in candidates:
+            prec, rec = precision_recall(codes.group([j]) > 0, truth)
+            scores.append((prec * rec, j))
+        chosen = [max(scores)[1]]
+    act = codes.group(chosen)
+    scale = float(act[truth & (act > 0)].mean()) if (truth & (act > 0)).any() else 1.0
+    threshold = pick_threshold(act / scale, truth, min_precision)
+    prec, rec = precision_recall(act / scale > threshold, truth)
+    return GroupChoice(chosen, scale, threshold, prec, rec)
+
+
+def pick_threshold(act: Tensor, truth: Tensor, min_precision: float, floor: float = 0.05) -> float:
+    """The lowest threshold (activation units) whose training precision reaches `min_precision`."""
+    for t in np.arange(floor, 1.5, 0.05):
+        prec, rec = precision_recall(act > t, truth)
+        if prec >= min_precision:
+            return float(round(t, 2))
+    return 1.5
+
+
+def choose_text_group(codes: Codes, tokens: Sequence[str], word: str, d_sae: int, *, max_group: int = 2,
+                      min_precision: float = 0.9) -> GroupChoice | None:
+    """Text latents that fire on `word` (caption tokens), most recall first, precise only."""
+    truth = torch.tensor([t == word for t in tokens])
+    if not truth.any():
+        return None
+    counts = codes.fire_counts(truth.long(), 2, d_sae)  # [d_sae, 2]: fires on other / on word
+    fired = counts.sum(1)
+    prec = counts[:, 1] / np.maximum(fired, 1)
+    rec = counts[:, 1] / float(truth.sum())
+    cands = [int(j) for j in np.argsort(-rec) if prec[j] >= min_precision and rec[j] > 0.05][:max_group]
+    if not cands:
+        cands = [int(np.argmax(prec * rec))]
+    act = codes.group(cands)
+    scale = float(act[truth & (act > 0)].mean()) if (truth & (act > 0)).any() else 1.0
+    threshold = pick_threshold(act / scale, truth, min_precision)
+    p, r = precision_recall(act / scale > threshold, truth)
+    return GroupChoice(cands, scale, threshold, p, r)
+
+
+@dataclass
+class LayerReport:
+    layer: int
+    retrieval_i2t: dict[int, float] = field(default_factory=dict)
+    retrieval_t2i: dict[int, float] = field(default_factory=dict)
+    matched: int = 0
+    matching_rate: float = 0.0
+    kinds: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def name_latents(pooled: np.ndarray, captions: Sequence[str], held_pooled: np.ndarray, held_captions: Sequence[str],
+                 modality: str) -> dict[int, dict[str, Any]]:
+    """TF-IDF name and held-out detection score for every latent that fires."""
+    namer = TfidfNamer(captions)
+    names: dict[int, dict[str, Any]] = {}
+    for j in range(pooled.shape[1]):
+        top = top_samples(pooled, j)
+        if not top:
+            continue
+        cand = namer.propose(LatentEvidence(j, modality, top, [captions[i] for i in top]))
+        if cand is None:
+            continue
+        det = detection_score(held_pooled[:, j] > 0, held_captions, cand.name)
+        names[j] = {"name": cand.name, "tfidf": round(cand.score, 4), "detection": round(det, 4),
+                    "frequency": float((held_pooled[:, j] > 0).mean()), "top_words": cand.evidence["top_words"]}
+    return names
+
+
+def build_layer(
+    layer: int, sae_img: SAE, sae_txt: SAE, train: Split, held: Split, *, min_precision: float = 0.95,
+    log: Callable[[str], None] = lambda _m: None,
+) -> tuple[LayerReport, dict[str, Any]]:
+    """Everything the concept set needs from one layer (see the module docstring)."""
+    ci, ct = Codes.encode(sae_img, train.x_img), Codes.encode(sae_txt, train.x_txt)
+    hi, ht = Codes.encode(sae_img, held.x_img), Codes.encode(sae_txt, held.x_txt)
+    di, dt = sae_img.cfg.d_sae, sae_txt.cfg.d_sae
+    pi, pt = ci.pooled(train.img_scene, train.n_scenes, di), ct.pooled(train.txt_scene, train.n_scenes, dt)
+    hpi, hpt = hi.pooled(held.img_scene, held.n_scenes, di), ht.pooled(held.txt_scene, held.n_scenes, dt)
+    img_names = name_latents(pi, train.captions, hpi, held.captions, "image")
+    txt_names = name_latents(pt, train.captions, hpt, held.captions, "text")
+    al = align(pi, pt, min_corr=0.5)
+    report = LayerReport(layer, matched=len(al.image))
+    mapped = map_image_to_text(hpi, al, dt)
+    report.retrieval_i2t = retrieval_recall(mapped, hpt)
+    report.retrieval_t2i = retrieval_recall(hpt, mapped)
+    # Matching rate: top-3 image latents of each held-out image (no latent firing on > 5% of patches).
+    patch_freq = ci.fire_counts(torch.zeros_like(train.img_label), 1, di)[:, 0] / len(train.img_label)
+    eligible = np.array([j in img_names and patch_freq[j] <= 0.05 for j in range(di)])
+    matches = []
+    for s in range(held.n_scenes):
+        scores = np.where(eligible, hpi[s], -1)
+        top3 = [j for j in np.argsort(-scores)[:3] if scores[j] > 0]
+        matches.append(any(img_names[j]["name"] in held.captions[s].split() for j in top3))
+    report.matching_rate = float(np.mean(matches))
+    groups: dict[str, Any] = {"image": {}, "text": {}, "names": {"image": img_names, "text": txt_names},
+                              "alignment": {"image": al.image.tolist(), "text": al.text.tolist(), "corr": al.corr.tolist()}}
+    for k, kind in enumerate(KINDS):
+        cands = [j for j, n in img_names.items() if n["name"] == kind]
+        g = choose_image_group(ci, train.img_label, k, cands, min_precision=min_precision)
+        tg = choose_text_group(ct, train.txt_token, kind, dt)
+        entry: dict[str, Any] = {}
+        if g is not None:
+            held_act = hi.group(g.latents) / g.scale
+            fires = held_act > g.threshold
+            p8, r8 = precision_recall(fires, held.img_label == k)
+            pa, ra = precision_recall(fires, held.img_any == k)
+            scene_fires = np.zeros(held.n_scenes, dtype=bool)
+            scene_fires[held.img_scene[fires].numpy()] = True
+            det = balanced_accuracy(scene_fires, held.kinds_present[:, k])
+            entry = {"latents": g.latents, "scale": g.scale, "threshold": g.threshold, "precision": p8, "recall": r8,
+                     "precision_any_pixel": pa, "recall_any_pixel": ra, "detection": det,
+                     "train_precision": g.train_precision, "train_recall": g.train_recall}
+            groups["image"][kind] = entry
+        if tg is not None:
+            held_act = ht.group(tg.latents) / tg.scale
+            truth = torch.tensor([t == kind for t in held.txt_token])
+            p, r = precision_recall(held_act > tg.threshold, truth)
+            groups["text"][kind] = {"latents": tg.latents, "scale": tg.scale, "threshold": tg.threshold,
+                                    "precision": p, "recall": r}
+        report.kinds[kind] = {"image": {k2: v for k2, v in entry.items() if k2 != "latents"},
+                              "text": groups["text"].get(kind, {})}
+        log(f"layer {layer} {kind}: image {entry.get('latents')} P {entry.get('precision', 0):.3f} R {entry.get('recall', 0):.3f} "
+            f"det {entry.get('detection', 0):.3f}; text {groups['text'].get(kind, {}).get('latents')}")
+    return report, groups
+
+
+@torch.no_grad()
+def reference_states(bundle: Any, layers: Sequence[int], acts_dir: Any, seed: int) -> dict[str, Tensor]:
+    """Blank-image states per layer, and per-kind prototypes per layer (mean state of each patch
+    position over training scenes where the kind sits in that patch's cell)."""
+    from steerlang.dictionary.harvest import LayerCapture
+    from steerlang.world.scenes import blank_image
+    from steerlang.world.vocab import DEFAULT_PROMPT
+
+    out: dict[str, Tensor] = {}
+    enc = bundle.encode([blank_image()], [DEFAULT_PROMPT])
+    with LayerCapture(bundle, layers) as cap:
+        bundle.model(**enc)
+    is_img = enc["input_ids"][0] == bundle.image_token_id
+    for layer in layers:
+        out[f"background.L{layer}"] = cap.captured[layer][0][is_img].float().clone()
+    rows, cols = bundle.patch_grid
+    cell_of_patch = torch.tensor([(p // cols) // (rows // 3) * 3 + (p % cols) // (cols // 3) for p in range(rows * cols)])
+    for layer in layers:
+        x, lab = ActivationSource.from_shards(acts_dir, layer, "image").load(with_labels=True)
+        scene, patch = lab["scene"].long(), lab["cell"].long()
+        n_scenes = int(scene.max()) + 1
+        kind_at_cell = torch.full((n_scenes, 9), -1, dtype=torch.long)
+        for i in range(n_scenes):
+            for o in make_scene(seed, i).objects:
+                kind_at_cell[i, o.cell] = KINDS.index(o.kind)
+        row_kind = kind_at_cell[scene, cell_of_patch[patch]]
+        for k in range(len(KINDS)):
+            sel = row_kind == k
+            sums = torch.zeros(rows * cols, x.shape[1]).index_add_(0, patch[sel], x[sel])
+            count = torch.bincount(patch[sel], minlength=rows * cols).float()
+            out[f"prototype.{k}.L{layer}"] = sums / count.clamp(min=1)[:, None]
+            out[f"prototype.{k}.L{layer}.count"] = count
+    return out
