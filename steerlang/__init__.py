@@ -13,6 +13,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_model": "steerlang.world.model",
     "ModelBundle": "steerlang.world.model",
+    "Session": "steerlang.api",
+    "RunResult": "steerlang.api",
+    "load_session": "steerlang.api",
+    "load_image": "steerlang.api",
 }
 
 
