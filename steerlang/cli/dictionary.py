@@ -86,3 +86,24 @@ def eval_cmd(
     out_console.print(f"  MSE {r['mse']:.5g}  FVU {r['fvu']:.4f}  L0 {r['l0']:.1f}  dead {r['dead_fraction']:.3f}  dense {r['dense_fraction']:.3f}")
     for name, s in res["spliced"].items():
         out_console.print(f"  spliced at {name:5s}: ΔCE {s['delta_ce']:+.4f} nats  recovered {s['loss_recovered']:.3f}")
+
+
+@dict_app.command("build")
+@user_errors
+def build_cmd(
+    out: Path = typer.Option(Path("dictionaries/toyworld"), "--out", help="Concept set folder to (re)build."),
+    model: str = typer.Option("toyworld", "--model"),
+    count: int = typer.Option(4000, "--count", help="Training scenes (stream 2)."),
+    skip_saes: bool = typer.Option(False, "--skip-saes", help="Keep the trained SAEs; redo concepts only."),
+) -> None:
+    """Train every layer's image and text dictionary, then align, name and group them into concepts."""
+    from steerlang.dictionary.api import TOYWORLD_SETTINGS, build_concepts, build_dictionary_set
+
+    def log(msg: str) -> None:
+        err_console.print(msg, markup=False)
+
+    if not skip_saes:
+        settings = {m: {**s, "count": count} for m, s in TOYWORLD_SETTINGS.items()}
+        build_dictionary_set(out, model=model, settings=settings, log=log)
+    report = build_concepts(out, model=model, count=count, log=log)
+    out_console.print(json.dumps({k: v for k, v in report.items() if k != "layers"}), markup=False)

@@ -195,3 +195,57 @@ def build_dictionary_set(
     tmp.write_text(json.dumps(index, indent=2) + "\n")
     tmp.replace(out / "saes.json")
     return index
+
+
+def build_concepts(
+    out: str | os.PathLike,
+    *,
+    model: str = "toyworld",
+    count: int = 4000,
+    held_out: int = 500,
+    min_precision: float = 0.95,
+    log: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
+    """Align, name and group the dictionaries in `out/saes.json` into `out/concepts.json` (+ states)."""
+    from dataclasses import asdict
+
+    from steerlang.dictionary.build_concepts import (
+        assemble_concepts,
+        build_layer,
+        load_split,
+        reference_states,
+    )
+    from steerlang.dictionary.concepts import save_concept_set
+    from steerlang.dictionary.io import load_dictionary
+    from steerlang.world.model import load_model
+
+    out = Path(out)
+    index = json.loads((out / "saes.json").read_text())
+    layers = [int(x) for x in index["layers"]]
+    train_acts = harvested(model, seed=TRAIN_SCENE_SEED, count=count)
+    held_acts = harvested(model, seed=EVAL_SCENE_SEED, count=held_out)
+    paths = {(int(e["layer"]), e["modality"]): out / e["path"] for e in index["saes"]}
+    reports, layer_groups = {}, {}
+    for layer in layers:
+        train = load_split(train_acts, layer, TRAIN_SCENE_SEED)
+        held = load_split(held_acts, layer, EVAL_SCENE_SEED)
+        rep, groups = build_layer(layer, load_dictionary(paths[(layer, "image")]), load_dictionary(paths[(layer, "text")]),
+                                  train, held, min_precision=min_precision, log=log)
+        reports[layer], layer_groups[layer] = asdict(rep), groups
+    concepts = assemble_concepts(layer_groups)
+    states = reference_states(load_model(model), layers, train_acts, TRAIN_SCENE_SEED)
+    save_concept_set(out, name=out.name, model=model, layers=layers, concepts=concepts, tensors=states)
+    report = {"model": model, "train_scenes": {"seed": TRAIN_SCENE_SEED, "count": count},
+              "held_out_scenes": {"seed": EVAL_SCENE_SEED, "count": held_out}, "layers": reports,
+              "n_concepts": {s: sum(c.space == s for c in concepts) for s in ("joint", "image", "text")}}
+    tmp = out / ".concepts_report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    tmp.replace(out / "concepts_report.json")
+    return report
+
+
+# The shipped toy-world set: what `steer dict build` trains (measured choices, see docs/dictionaries.md).
+TOYWORLD_SETTINGS: dict[str, dict[str, Any]] = {
+    "image": {"latents": 1024, "k": 16, "steps": 2000, "batch_size": 2048, "lr": 1e-3, "whiten": True},
+    "text": {"latents": 256, "k": 8, "steps": 1500, "batch_size": 1024, "lr": 1e-3, "whiten": True},
+}

@@ -326,3 +326,58 @@ def reference_states(bundle: Any, layers: Sequence[int], acts_dir: Any, seed: in
             out[f"prototype.{k}.L{layer}"] = sums / count.clamp(min=1)[:, None]
             out[f"prototype.{k}.L{layer}.count"] = count
     return out
+
+
+def assemble_concepts(layer_groups: dict[int, dict[str, Any]], *, min_detection: float = 0.75) -> list[Any]:
+    """Concepts from every layer's groups, names and alignment (see the module docstring).
+
+    joint#0..7 are the object kinds (one variable across layers); further joint concepts are the
+    remaining matched latent pairs; image#/text# concepts are unmatched latents whose automatic name
+    detects well on held-out scenes.
+    """
+    from steerlang.dictionary.concepts import Concept, LatentGroup
+
+    concepts: list[Concept] = []
+    for k, kind in enumerate(KINDS):
+        groups, evidence = [], {}
+        for layer, g in sorted(layer_groups.items()):
+            for modality in ("image", "text"):
+                e = g[modality].get(kind)
+                if e is None:
+                    continue
+                groups.append(LatentGroup(layer, modality, tuple(e["latents"]), tuple(1.0 for _ in e["latents"]),
+                                          scale=round(e["scale"], 6), threshold=e["threshold"],
+                                          precision=round(e["precision"], 4), recall=round(e["recall"], 4)))
+                evidence[f"L{layer}.{modality}"] = {key: (round(v, 4) if isinstance(v, float) else v) for key, v in e.items()}
+        first = layer_groups[min(layer_groups)]["image"].get(kind, {})
+        concepts.append(Concept("joint", k, kind, (), tuple(groups), detection=first.get("detection"),
+                                frequency=0.0, evidence=evidence))
+    used = {(layer, m, j) for c in concepts for g in c.groups for (layer, m, j) in [(g.layer, g.modality, x) for x in g.latents]}
+    n_joint, n_img, n_txt = len(concepts), 0, 0
+    for layer, g in sorted(layer_groups.items()):
+        names = g["names"]
+        al = g["alignment"]
+        matched_img, matched_txt = set(al["image"]), set(al["text"])
+        for i, t, corr in zip(al["image"], al["text"], al["corr"], strict=True):
+            if (layer, "image", i) in used or (layer, "text", t) in used:
+                continue
+            ni = names["image"].get(i, {}).get("name") or names["image"].get(str(i), {}).get("name", "latent")
+            groups = (LatentGroup(layer, "image", (i,), (1.0,)), LatentGroup(layer, "text", (t,), (1.0,)))
+            concepts.append(Concept("joint", n_joint, f"{ni}@L{layer}/joint{n_joint}", (), groups,
+                                    detection=names["image"].get(i, {}).get("detection"),
+                                    frequency=names["image"].get(i, {}).get("frequency", 0.0),
+                                    evidence={"corr": round(corr, 4), "image_latent": i, "text_latent": t}))
+            n_joint += 1
+        for modality, matched in (("image", matched_img), ("text", matched_txt)):
+            for j, info in sorted(names[modality].items()):
+                if j in matched or (layer, modality, j) in used or info["detection"] < min_detection:
+                    continue
+                idx = n_img if modality == "image" else n_txt
+                concepts.append(Concept(modality, idx, f"{info['name']}@L{layer}/{modality}{idx}", (),
+                                        (LatentGroup(layer, modality, (j,), (1.0,)),), detection=info["detection"],
+                                        frequency=info["frequency"], evidence={"latent": j, "top_words": info["top_words"]}))
+                if modality == "image":
+                    n_img += 1
+                else:
+                    n_txt += 1
+    return concepts
