@@ -107,3 +107,30 @@ def build_cmd(
         build_dictionary_set(out, model=model, settings=settings, log=log)
     report = build_concepts(out, model=model, count=count, log=log)
     out_console.print(json.dumps({k: v for k, v in report.items() if k != "layers"}), markup=False)
+
+
+@dict_app.command("card")
+@user_errors
+def card_cmd(
+    dictionary: str = typer.Argument("toyworld", help="Concept set folder (or \"toyworld\")."),
+    html_out: Path = typer.Option(..., "--html", help="HTML file to write."),
+    pictures: bool = typer.Option(True, "--pictures/--no-pictures", help="Embed top-patch heatmaps of joint concepts."),
+    model: str | None = typer.Option(None, "--model"),
+) -> None:
+    """Write a static HTML page of every concept (with heatmaps of the named joint concepts)."""
+    from steerlang.dictionary.browse import render_html, top_patch_grid
+    from steerlang.dictionary.concepts import load_concept_set
+
+    cs = load_concept_set(dictionary)
+    pics = {}
+    if pictures:
+        from steerlang.world.model import load_model
+
+        bundle = load_model(model or cs.model)
+        named = [c for c in cs.concepts if c.space == "joint" and "@" not in c.name and any(g.modality == "image" for g in c.groups)]
+        pics = {c.key: top_patch_grid(bundle, cs, c, count=120, top=6) for c in named}
+    html_out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = html_out.with_name(f".{html_out.name}.tmp")
+    tmp.write_text(render_html(cs, pics), encoding="utf-8")
+    tmp.replace(html_out)
+    err_console.print(f"wrote {html_out}")
