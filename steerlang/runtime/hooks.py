@@ -88,8 +88,14 @@ class _Layer:
         return self.z[m]
 
     def cols(self, m: str, latents: tuple[int, ...]) -> Tensor:
-        idx = self.st.plan.latents[(self.layer, m)]
-        return torch.searchsorted(idx, torch.tensor(latents, dtype=torch.long)).to(self.h.device)
+        """Columns of `latents` among the plan's latents at (this layer, m); cached per steerer."""
+        key = (self.layer, m, latents)
+        got = self.st.col_cache.get(key)
+        if got is None or got.device != self.h.device:
+            idx = self.st.plan.latents[(self.layer, m)]
+            got = torch.searchsorted(idx, torch.tensor(latents, dtype=torch.long)).to(self.h.device)
+            self.st.col_cache[key] = got
+        return got
 
     def term_activation(self, c: Any, m: str, z: Tensor | None = None) -> Tensor | None:
         """[N_m] activation of one dictionary concept on modality m's positions (None: no group)."""
@@ -365,6 +371,7 @@ class Steerer:
         self.fwd_cache: dict[tuple[int, int], Tensor] = {}
         self.stores: dict[tuple[int, int, str], Tensor] = {}
         self._buffers: dict[tuple[str, int], Tensor] = {}
+        self.col_cache: dict[tuple[int, str, tuple[int, ...]], Tensor] = {}
         self._by_layer: dict[int, list[PlannedEdit]] = {}
         self._observe: dict[int, list[CConcept]] = {}
         for e in plan.edits:
