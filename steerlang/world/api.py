@@ -61,7 +61,7 @@ def caption_images(
 def train_and_save(
     out: str | os.PathLike,
     *,
-    steps: int = 800,
+    steps: int = 1000,
     batch_size: int = 64,
     seed: int = 0,
     threads: int = 2,

@@ -23,7 +23,7 @@ TRAIN_SEED = 1  # the scene stream used for training; evaluation uses other seed
 
 @dataclass(frozen=True)
 class ToyTrainConfig:
-    steps: int = 800
+    steps: int = 1000
     batch_size: int = 64
     lr: float = 2e-3
     warmup: int = 100
@@ -72,6 +72,19 @@ def collate(bundle: ModelBundle, examples: list[Example]) -> dict[str, torch.Ten
     return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels, "labels": lab}
 
 
+def example_balanced_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean over examples of each example's mean answer-token loss.
+
+    A plain token mean lets a 10-token caption outweigh a 2-token "yes </s>" five times, and the
+    yes/no probe then never gets learned; weighting examples equally fixes that.
+    """
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    tok = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    mask = (labels != -100).float()
+    return ((tok * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+
 def train_toy_model(
     cfg: ToyTrainConfig = ToyTrainConfig(),
     *,
@@ -98,7 +111,7 @@ def train_toy_model(
         batch = collate(bundle, [training_example(s, rng) for s in scenes])
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        loss = model(**batch).loss
+        loss = example_balanced_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
