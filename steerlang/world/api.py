@@ -61,7 +61,7 @@ def caption_images(
 def train_and_save(
     out: str | os.PathLike,
     *,
-    steps: int = 1000,
+    steps: int = 950,
     batch_size: int = 64,
     seed: int = 0,
     threads: int = 2,
@@ -70,6 +70,7 @@ def train_and_save(
 ) -> dict:
     """Train the toy model, evaluate it on held-out scenes, save model + processor atomically."""
     from steerlang.world.io import atomic_dir
+    from steerlang.world.model import TEMPLATE_FILE
     from steerlang.world.train import ToyTrainConfig, evaluate, train_toy_model
 
     cfg = ToyTrainConfig(steps=steps, batch_size=batch_size, seed=seed, threads=threads)
@@ -84,6 +85,7 @@ def train_and_save(
         bundle.model.save_pretrained(tmp)
         bundle.processor.save_pretrained(tmp)  # type: ignore[attr-defined]
         (tmp / "train_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (tmp / TEMPLATE_FILE).write_text(json.dumps({"template": bundle.template}) + "\n")
     return report
 
 

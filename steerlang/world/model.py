@@ -20,6 +20,8 @@ from steerlang.world.scenes import IMAGE_SIZE, PATCH_SIZE
 from steerlang.world.vocab import DEFAULT_PROMPT, build_tokenizer
 
 TOYWORLD = "toyworld"
+TEMPLATE_FILE = "steerlang.json"  # {"template": "{prompt} {image}"}: how the toy model wants its input
+TOY_TEMPLATE = "{prompt} {image}"
 
 
 @dataclass
@@ -30,6 +32,9 @@ class ModelBundle:
     model: torch.nn.Module
     processor: object
     path: Path | None = None
+    # Where the image goes relative to the prompt. The toy model reads the question before the
+    # image (patches can then attend to the asked kind); LLaVA checkpoints put the image first.
+    template: str = "{image} {prompt}"
 
     @property
     def tokenizer(self):  # noqa: ANN201 - a transformers tokenizer
@@ -47,7 +52,8 @@ class ModelBundle:
 
     def encode(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Processor inputs for a batch of (image, prompt): `<image>` then the prompt, left-padded."""
-        texts = [f"{self.processor.image_token} {p}" for p in prompts]  # type: ignore[attr-defined]
+        image = self.processor.image_token  # type: ignore[attr-defined]
+        texts = [self.template.format(image=image, prompt=p) for p in prompts]
         return dict(self.processor(images=list(images), text=texts, return_tensors="pt", padding=True))  # type: ignore[operator]
 
     @torch.no_grad()
@@ -97,7 +103,7 @@ def build_processor():  # noqa: ANN201 - a LlavaProcessor
     )
 
 
-def build_toy_model(vocab_size: int, seed: int = 0) -> torch.nn.Module:
+def build_toy_model(vocab_size: int, seed: int = 0, tie_embeddings: bool = False) -> torch.nn.Module:
     """A freshly initialised toy LLaVA: CLIP tower (96 wide, 3 layers) + Llama (128 wide, 4 layers)."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
@@ -111,7 +117,7 @@ def build_toy_model(vocab_size: int, seed: int = 0) -> torch.nn.Module:
     text = LlamaConfig(
         vocab_size=vocab_size, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
-        bos_token_id=ids[BOS], eos_token_id=ids[EOS], pad_token_id=ids[PAD], tie_word_embeddings=False,
+        bos_token_id=ids[BOS], eos_token_id=ids[EOS], pad_token_id=ids[PAD], tie_word_embeddings=tie_embeddings,
     )
     config = LlavaConfig(
         vision_config=vision, text_config=text, image_token_id=ids[IMAGE],
@@ -156,7 +162,13 @@ def load_model(name_or_path: str | os.PathLike = TOYWORLD, *, device: str = "cpu
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from exc
     model.to(device).eval()
-    return ModelBundle(name=name if name == TOYWORLD else Path(name).name or name, model=model, processor=processor, path=path)
+    template = "{image} {prompt}"
+    if path is not None and (path / TEMPLATE_FILE).exists():
+        import json
+
+        template = json.loads((path / TEMPLATE_FILE).read_text()).get("template", template)
+    return ModelBundle(name=name if name == TOYWORLD else Path(name).name or name, model=model, processor=processor,
+                       path=path, template=template)
 
 
 def _is_hub_id(name: str) -> bool:

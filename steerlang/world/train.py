@@ -15,21 +15,26 @@ import numpy as np
 import torch
 
 from steerlang.world.model import ModelBundle, build_processor, build_toy_model
-from steerlang.world.scenes import KINDS, Scene, make_scene, render
+from steerlang.world.scenes import KINDS, Scene, make_scene, patch_pixel_counts, render
 from steerlang.world.vocab import DESCRIBE_PROMPTS, EOS, question_for
 
 TRAIN_SEED = 1  # the scene stream used for training; evaluation uses other seeds
+AUX_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
 class ToyTrainConfig:
-    steps: int = 1000
+    steps: int = 950
     batch_size: int = 64
     lr: float = 2e-3
     warmup: int = 100
     weight_decay: float = 0.01
     seed: int = 0
     threads: int = 2
+    template: str = "{prompt} {image}"
+    tie_embeddings: bool = False
+    grounding: bool = True
+    eval_every: int = 0  # steps; report a quick yes/no and caption check through on_eval
 
 
 @dataclass(frozen=True)
@@ -49,17 +54,53 @@ def training_example(scene: Scene, rng: np.random.Generator) -> Example:
     return Example(scene, question_for(str(rng.choice(absent))), "no")
 
 
-def collate(bundle: ModelBundle, examples: list[Example]) -> dict[str, torch.Tensor]:
-    """Right-padded teacher-forced batch: <s> <image>*N prompt answer </s>, labels on answer only."""
+def grounding_labels(tok, ex: Example) -> list[int]:  # noqa: ANN001 - a transformers tokenizer
+    """Auxiliary per-patch targets read at image positions (training only; never generated).
+
+    Describing: a patch covered by an object (>= 8 of its pixels) is labelled with the kind's word.
+    A question "is there a X ?": each patch is labelled "yes" where X covers it, else "no" — the
+    patch-level half of the probe, which the prompt-first template lets patches compute (they
+    attend to the question); the final answer then only has to gather it.
+    """
+    counts = patch_pixel_counts(ex.scene)
+    covered = counts >= 8
+    words = ex.prompt.split()
+    if words[:3] == ["is", "there", "a"]:
+        asked = words[3]
+        hit = np.zeros(counts.shape[1], dtype=bool)
+        for obj, cov in zip(ex.scene.objects, covered, strict=True):
+            if obj.kind == asked:
+                hit |= cov
+        yes, no = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
+        return [yes if h else no for h in hit]
+    out = [-100] * counts.shape[1]
+    for obj, cov in zip(ex.scene.objects, covered, strict=True):
+        kid = tok.convert_tokens_to_ids(obj.kind)
+        for p in np.nonzero(cov)[0]:
+            out[p] = kid
+    return out
+
+
+def collate(bundle: ModelBundle, examples: list[Example], *, grounding: bool = False) -> dict[str, torch.Tensor]:
+    """Right-padded teacher-forced batch: <s> prompt <image>*N answer </s> (or the image first, as
+    the bundle's template says); labels on the answer only; with `grounding`, also the
+    auxiliary per-patch targets (`grounding_labels`) as "aux_labels"."""
     tok = bundle.tokenizer
     n_img = bundle.patch_grid[0] * bundle.patch_grid[1]
-    rows, labels = [], []
+    rows, labels, aux = [], [], []
     for ex in examples:
         prompt = tok(ex.prompt, add_special_tokens=False).input_ids
         answer = tok(ex.answer, add_special_tokens=False).input_ids + [tok.convert_tokens_to_ids(EOS)]
-        head = [tok.bos_token_id] + [bundle.image_token_id] * n_img + prompt
+        image = [bundle.image_token_id] * n_img
+        first, second = (prompt, image) if bundle.template.index("{prompt}") < bundle.template.index("{image}") else (image, prompt)
+        head = [tok.bos_token_id] + first + second
         rows.append(head + answer)
         labels.append([-100] * len(head) + answer)
+        if grounding:
+            start = 1 + len(first) if first is prompt else 1
+            row_aux = [-100] * len(head)
+            row_aux[start : start + n_img] = grounding_labels(tok, ex)
+            aux.append(row_aux)
     width = max(map(len, rows))
     ids = torch.full((len(rows), width), tok.pad_token_id)
     lab = torch.full((len(rows), width), -100)
@@ -69,7 +110,13 @@ def collate(bundle: ModelBundle, examples: list[Example]) -> dict[str, torch.Ten
         lab[i, : len(lb)] = torch.tensor(lb)
         mask[i, : len(r)] = 1
     pixels = bundle.processor.image_processor([render(ex.scene) for ex in examples], return_tensors="pt")["pixel_values"]  # type: ignore[attr-defined]
-    return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels, "labels": lab}
+    batch = {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels, "labels": lab}
+    if grounding:
+        aux_t = torch.full((len(rows), width), -100)
+        for i, a in enumerate(aux):
+            aux_t[i, : len(a)] = torch.tensor(a)
+        batch["aux_labels"] = aux_t
+    return batch
 
 
 def example_balanced_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -78,11 +125,17 @@ def example_balanced_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]
     A plain token mean lets a 10-token caption outweigh a 2-token "yes </s>" five times, and the
     yes/no probe then never gets learned; weighting examples equally fixes that.
     """
-    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1]
-    labels = batch["labels"][:, 1:]
+    full = model(**{k: v for k, v in batch.items() if k not in ("labels", "aux_labels")}).logits
+    logits, labels = full[:, :-1], batch["labels"][:, 1:]
     tok = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
     mask = (labels != -100).float()
-    return ((tok * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+    loss = ((tok * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+    if "aux_labels" in batch:  # read at the position itself, not shifted
+        aux = batch["aux_labels"]
+        ce = torch.nn.functional.cross_entropy(full.transpose(1, 2), aux, ignore_index=-100, reduction="none")
+        m = (aux != -100).float()
+        loss = loss + AUX_WEIGHT * ((ce * m).sum(1) / m.sum(1).clamp(min=1)).mean()
+    return loss
 
 
 def train_toy_model(
@@ -94,8 +147,8 @@ def train_toy_model(
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     processor = build_processor()
-    model = build_toy_model(len(processor.tokenizer), seed=cfg.seed)
-    bundle = ModelBundle("toyworld", model, processor)
+    model = build_toy_model(len(processor.tokenizer), seed=cfg.seed, tie_embeddings=cfg.tie_embeddings)
+    bundle = ModelBundle("toyworld", model, processor, template=cfg.template)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
 
     def lr_at(step: int) -> float:
@@ -108,7 +161,7 @@ def train_toy_model(
     model.train()
     for step in range(cfg.steps):
         scenes = [make_scene(TRAIN_SEED, step * cfg.batch_size + i) for i in range(cfg.batch_size)]
-        batch = collate(bundle, [training_example(s, rng) for s in scenes])
+        batch = collate(bundle, [training_example(s, rng) for s in scenes], grounding=cfg.grounding)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         loss = example_balanced_loss(model, batch)
