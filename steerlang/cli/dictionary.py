@@ -19,7 +19,7 @@ def harvest_cmd(
     out: Path = typer.Option(..., "--out", help="New folder for the activation shards."),
     model: str = typer.Option("toyworld", "--model"),
     seed: int = typer.Option(2, "--seed", help="Scene stream."),
-    count: int = typer.Option(4000, "--count", help="Number of scenes."),
+    count: int = typer.Option(3000, "--count", help="Number of scenes."),
 ) -> None:
     """Capture the LM input and every decoder layer's output, labelled image / prompt / caption."""
     from rich.progress import Progress
@@ -49,7 +49,7 @@ def train_cmd(
     dead: str = typer.Option("auxk", "--dead", help="Dead-latent handling: auxk, resample or none."),
     whiten: bool = typer.Option(True, "--whiten/--no-whiten", help="Centre and whiten the input (folded into the weights)."),
     seed: int = typer.Option(0, "--seed"),
-    count: int = typer.Option(4000, "--count", help="Training scenes to harvest (cached)."),
+    count: int = typer.Option(3000, "--count", help="Training scenes to harvest (cached)."),
     acts: Path | None = typer.Option(None, "--acts", help="Use or write activations in this folder."),
     work_dir: Path | None = typer.Option(None, "--work-dir", help="Checkpoints go here (with --checkpoint-every)."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0),
@@ -93,11 +93,12 @@ def eval_cmd(
 def build_cmd(
     out: Path = typer.Option(Path("dictionaries/toyworld"), "--out", help="Concept set folder to (re)build."),
     model: str = typer.Option("toyworld", "--model"),
-    count: int = typer.Option(4000, "--count", help="Training scenes (stream 2)."),
+    count: int = typer.Option(3000, "--count", help="Training scenes (stream 2)."),
     skip_saes: bool = typer.Option(False, "--skip-saes", help="Keep the trained SAEs; redo concepts only."),
+    evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate every SAE on held-out scenes (eval.json)."),
 ) -> None:
     """Train every layer's image and text dictionary, then align, name and group them into concepts."""
-    from steerlang.dictionary.api import TOYWORLD_SETTINGS, build_concepts, build_dictionary_set
+    from steerlang.dictionary.api import TOYWORLD_SETTINGS, build_concepts, build_dictionary_set, evaluate_set
 
     def log(msg: str) -> None:
         err_console.print(msg, markup=False)
@@ -105,6 +106,8 @@ def build_cmd(
     if not skip_saes:
         settings = {m: {**s, "count": count} for m, s in TOYWORLD_SETTINGS.items()}
         build_dictionary_set(out, model=model, settings=settings, log=log)
+        if evaluate:
+            evaluate_set(out, model=model, log=log)
     report = build_concepts(out, model=model, count=count, log=log)
     out_console.print(json.dumps({k: v for k, v in report.items() if k != "layers"}), markup=False)
 

@@ -85,7 +85,7 @@ def train_dictionary(
     whiten: bool = True,
     seed: int = 0,
     l1_coeff: float = 1.0,
-    count: int = 4000,
+    count: int = 3000,
     acts_dir: str | os.PathLike | None = None,
     work_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 0,
@@ -201,7 +201,7 @@ def build_concepts(
     out: str | os.PathLike,
     *,
     model: str = "toyworld",
-    count: int = 4000,
+    count: int = 3000,
     held_out: int = 500,
     min_precision: float = 0.95,
     log: Callable[[str], None] = lambda _m: None,
@@ -246,6 +246,24 @@ def build_concepts(
 
 # The shipped toy-world set: what `steer dict build` trains (measured choices, see docs/dictionaries.md).
 TOYWORLD_SETTINGS: dict[str, dict[str, Any]] = {
-    "image": {"latents": 1024, "k": 16, "steps": 2000, "batch_size": 2048, "lr": 1e-3, "whiten": True},
-    "text": {"latents": 256, "k": 8, "steps": 1500, "batch_size": 1024, "lr": 1e-3, "whiten": True},
+    "image": {"latents": 1024, "k": 16, "steps": 1000, "batch_size": 2048, "lr": 1e-3, "whiten": True},
+    "text": {"latents": 256, "k": 8, "steps": 800, "batch_size": 1024, "lr": 1e-3, "whiten": True},
 }
+
+
+def evaluate_set(out: str | os.PathLike, *, model: str = "toyworld", log: Callable[[str], None] = lambda _m: None) -> list[dict[str, Any]]:
+    """`evaluate_dictionary` for every SAE of a set; written to `out/eval.json`."""
+    out = Path(out)
+    index = json.loads((out / "saes.json").read_text())
+    rows = []
+    for e in index["saes"]:
+        res = evaluate_dictionary(out / e["path"], model=model)
+        r, sp = res["reconstruction"], res["spliced"][e["modality"]]
+        rows.append({"dictionary": e["path"], "layer": e["layer"], "modality": e["modality"], "fvu": r["fvu"], "mse": r["mse"],
+                     "l0": r["l0"], "dead_fraction": r["dead_fraction"], "dense_fraction": r["dense_fraction"],
+                     "delta_ce": sp["delta_ce"], "loss_recovered": sp["loss_recovered"], "n_tokens": r["n_tokens"]})
+        log(f"{e['path']}: FVU {r['fvu']:.4f} L0 {r['l0']:.1f} dead {r['dead_fraction']:.3f} dCE {sp['delta_ce']:+.4f}")
+    tmp = out / ".eval.json.tmp"
+    tmp.write_text(json.dumps(rows, indent=1) + "\n")
+    tmp.replace(out / "eval.json")
+    return rows

@@ -261,6 +261,16 @@ def build_layer(
         top3 = [j for j in np.argsort(-scores)[:3] if scores[j] > 0]
         matches.append(any(img_names[j]["name"] in held.captions[s].split() for j in top3))
     report.matching_rate = float(np.mean(matches))
+    # Monosemanticity per kind: of the latents that fire on >= 10% of a kind's patches, the best
+    # purity (the fraction of the latent's firings that land on that kind's patches).
+    fc = hi.fire_counts(held.img_label, BACKGROUND + 1, di)  # [d_sae, kinds + background]
+    fired = fc.sum(1)
+    for k, kind in enumerate(KINDS):
+        n_k = max(int((held.img_label == k).sum()), 1)
+        ok = fc[:, k] / n_k >= 0.1
+        purity = np.where(ok, fc[:, k] / np.maximum(fired, 1), 0)
+        j = int(np.argmax(purity))
+        report.kinds.setdefault(kind, {})["best_latent"] = {"latent": j, "purity": float(purity[j]), "recall": float(fc[j, k] / n_k)}
     groups: dict[str, Any] = {"image": {}, "text": {}, "names": {"image": img_names, "text": txt_names},
                               "alignment": {"image": al.image.tolist(), "text": al.text.tolist(), "corr": al.corr.tolist()}}
     for k, kind in enumerate(KINDS):
@@ -286,8 +296,8 @@ def build_layer(
             p, r = precision_recall(held_act > tg.threshold, truth)
             groups["text"][kind] = {"latents": tg.latents, "scale": tg.scale, "threshold": tg.threshold,
                                     "precision": p, "recall": r}
-        report.kinds[kind] = {"image": {k2: v for k2, v in entry.items() if k2 != "latents"},
-                              "text": groups["text"].get(kind, {})}
+        report.kinds[kind].update({"image": {k2: v for k2, v in entry.items() if k2 != "latents"},
+                                   "text": groups["text"].get(kind, {})})
         log(f"layer {layer} {kind}: image {entry.get('latents')} P {entry.get('precision', 0):.3f} R {entry.get('recall', 0):.3f} "
             f"det {entry.get('detection', 0):.3f}; text {groups['text'].get(kind, {}).get('latents')}")
     return report, groups
