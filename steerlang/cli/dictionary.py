@@ -104,7 +104,7 @@ def build_cmd(
         err_console.print(msg, markup=False)
 
     if not skip_saes:
-        settings = {m: {**s, "count": count} for m, s in TOYWORLD_SETTINGS.items()}
+        settings = {key: {**s, "count": count} for key, s in TOYWORLD_SETTINGS.items()}
         build_dictionary_set(out, model=model, settings=settings, log=log)
         if evaluate:
             evaluate_set(out, model=model, log=log)

@@ -186,7 +186,7 @@ def build_dictionary_set(
     for layer in layers:
         for modality in modalities:
             name = layer_dir_name(layer, modality)
-            kw = settings.get(modality, {})
+            kw = settings.get(f"{modality}@{layer}", settings.get(modality, {}))
             log(f"training {name} {kw}")
             res = train_dictionary(model=model, layer=layer, modality=modality, out=out / "saes" / name, progress=progress, **kw)
             entries.append({"layer": layer, "modality": modality, "path": f"saes/{name}", **{k: res[k] for k in ("seconds", "tokens_per_s")}})
@@ -248,6 +248,8 @@ def build_concepts(
 TOYWORLD_SETTINGS: dict[str, dict[str, Any]] = {
     "image": {"latents": 1024, "k": 16, "steps": 1000, "batch_size": 2048, "lr": 1e-3, "whiten": True},
     "text": {"latents": 256, "k": 8, "steps": 800, "batch_size": 1024, "lr": 1e-3, "whiten": True},
+    # At the LM input a text position is one of ~22 token embeddings: 256 latents left half dead.
+    "text@0": {"latents": 32, "k": 4, "steps": 800, "batch_size": 1024, "lr": 1e-3, "whiten": True},
 }
 
 
