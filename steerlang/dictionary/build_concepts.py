@@ -237,7 +237,7 @@ def name_latents(pooled: np.ndarray, captions: Sequence[str], held_pooled: np.nd
 
 def build_layer(
     layer: int, sae_img: SAE, sae_txt: SAE, train: Split, held: Split, *, min_precision: float = 0.95,
-    log: Callable[[str], None] = lambda _m: None,
+    max_group: int = 8, log: Callable[[str], None] = lambda _m: None,
 ) -> tuple[LayerReport, dict[str, Any]]:
     """Everything the concept set needs from one layer (see the module docstring)."""
     ci, ct = Codes.encode(sae_img, train.x_img), Codes.encode(sae_txt, train.x_txt)
@@ -273,9 +273,15 @@ def build_layer(
         report.kinds.setdefault(kind, {})["best_latent"] = {"latent": j, "purity": float(purity[j]), "recall": float(fc[j, k] / n_k)}
     groups: dict[str, Any] = {"image": {}, "text": {}, "names": {"image": img_names, "text": txt_names},
                               "alignment": {"image": al.image.tolist(), "text": al.text.tolist(), "corr": al.corr.tolist()}}
+    # Candidates for a kind's group: latents named after it, and latents whose training firings
+    # land mostly (>= 80%) on its patches (a latent for a house's roof may be named by a co-occurring
+    # word, yet mark house patches precisely).
+    train_fc = ci.fire_counts(train.img_label, BACKGROUND + 1, di)
+    train_purity = train_fc / np.maximum(train_fc.sum(1, keepdims=True), 1)
     for k, kind in enumerate(KINDS):
-        cands = [j for j, n in img_names.items() if n["name"] == kind]
-        g = choose_image_group(ci, train.img_label, k, cands, min_precision=min_precision)
+        cands = sorted({j for j, n in img_names.items() if n["name"] == kind}
+                       | {int(j) for j in np.nonzero((train_purity[:, k] >= 0.8) & (train_fc[:, k] >= 20))[0]})
+        g = choose_image_group(ci, train.img_label, k, cands, min_precision=min_precision, max_group=max_group)
         tg = choose_text_group(ct, train.txt_token, kind, dt)
         entry: dict[str, Any] = {}
         if g is not None:
