@@ -203,7 +203,7 @@ def build_concepts(
     model: str = "toyworld",
     count: int = 3000,
     held_out: int = 500,
-    min_precision: float = 0.93,
+    min_precision: float = 0.9,
     log: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, Any]:
     """Align, name and group the dictionaries in `out/saes.json` into `out/concepts.json` (+ states)."""
