@@ -146,35 +146,42 @@ def choose_image_group(
     codes: Codes, labels: Tensor, kind: int, candidates: Sequence[int], *, max_group: int = 4, min_precision: float = 0.95
 ) -> GroupChoice | None:
     """Greedy union of up to `max_group` latents for one kind, keeping patch precision high."""
-    truth = labels == kind
+    truth = (labels == kind).numpy()
     if not candidates or not truth.any():
         return None
+    fired = (codes.val > 0).numpy()
+    idx = codes.idx.numpy()
+    masks = {j: ((idx == j) & fired).any(1) for j in candidates}  # [N] bool per candidate
+    n_true = float(truth.sum())
+
+    def pr(m: np.ndarray) -> tuple[float, float]:
+        tp = float((m & truth).sum())
+        return tp / max(float(m.sum()), 1.0), tp / n_true
+
     chosen: list[int] = []
+    union = np.zeros_like(truth)
     best_recall = 0.0
     for _ in range(max_group):
         best = None
         for j in candidates:
             if j in chosen:
                 continue
-            act = codes.group(chosen + [j])
-            prec, rec = precision_recall(act > 0, truth)
+            prec, rec = pr(union | masks[j])
             if prec >= min_precision and rec > best_recall + 0.01 and (best is None or rec > best[1]):
                 best = (j, rec)
         if best is None:
             break
         chosen.append(best[0])
+        union |= masks[best[0]]
         best_recall = best[1]
     if not chosen:
-        # No latent is precise enough when firing at all: take the most precise one and rely on the threshold.
-        scores = []
-        for j in candidates:
-            prec, rec = precision_recall(codes.group([j]) > 0, truth)
-            scores.append((prec * rec, j))
-        chosen = [max(scores)[1]]
+        # No latent is precise enough when firing at all: take the best one and rely on the threshold.
+        chosen = [max(candidates, key=lambda j: float(np.prod(pr(masks[j]))))]
     act = codes.group(chosen)
-    scale = float(act[truth & (act > 0)].mean()) if (truth & (act > 0)).any() else 1.0
-    threshold = pick_threshold(act / scale, truth, min_precision)
-    prec, rec = precision_recall(act / scale > threshold, truth)
+    t_truth = torch.from_numpy(truth)
+    scale = float(act[t_truth & (act > 0)].mean()) if (t_truth & (act > 0)).any() else 1.0
+    threshold = pick_threshold(act / scale, t_truth, min_precision)
+    prec, rec = precision_recall(act / scale > threshold, t_truth)
     return GroupChoice(chosen, scale, threshold, prec, rec)
 
 
