@@ -12,7 +12,7 @@ from typing import Any
 
 from steerlang.dictionary.harvest import check_layers, harvest
 from steerlang.dictionary.source import MANIFEST, ActivationSource, read_manifest
-from steerlang.errors import InputError
+from steerlang.errors import InputError, ModelLoadError
 
 TRAIN_SCENE_SEED = 2  # scenes for dictionary training (the toy model trained on stream 1)
 EVAL_SCENE_SEED = 3  # held-out scenes for dictionary evaluation
@@ -98,6 +98,9 @@ def train_dictionary(
 
     if modality not in ("image", "text", "both"):
         raise InputError(f"--modality: must be image, text or both, got {modality!r}")
+    n = n_blocks(model)
+    if not 0 <= layer <= n:  # before any harvesting
+        raise InputError(f"--layer: {layer} is out of range; this model has layers 0 (LM input) to {n} (last block's output)")
     acts = harvested(model, seed=TRAIN_SCENE_SEED, count=count, acts_dir=acts_dir)
     src = source_for(acts, layer, modality)
     hook = f"model.language_model.layers.{layer}.input" if layer < n_blocks(model) else f"model.language_model.layers.{layer - 1}.output"
@@ -156,7 +159,10 @@ def n_blocks(model: str) -> int:
 
     from steerlang.world.model import shipped_model_path
 
-    cfg = AutoConfig.from_pretrained(str(shipped_model_path()) if model == "toyworld" else model)
+    try:
+        cfg = AutoConfig.from_pretrained(str(shipped_model_path()) if model == "toyworld" else model)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"--model: cannot read the config of {model!r}: {str(exc).splitlines()[0]}") from None
     return int(cfg.text_config.num_hidden_layers)
 
 
