@@ -76,3 +76,14 @@ def test_spliced_loss_of_an_exact_reconstruction_is_zero(bundle: ModelBundle) ->
     sae = make_sae(SAEConfig(architecture="topk", d_in=d, d_sae=16, k=2))
     bad = spliced_loss(bundle, 2, {"image": sae, "text": sae}, seed=4, count=4, splices=("text",))
     assert bad["text"]["ce_sae"] != bad["text"]["ce_orig"]
+
+
+def test_dict_train_rejects_bad_layer_and_modality_before_harvesting(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from steerlang.cli import app
+
+    for args, needle in ((["--layer", "9"], "--layer: 9 is out of range"), (["--layer", "1", "--modality", "pixels"], "--modality")):
+        res = CliRunner().invoke(app, ["dict", "train", "--out", str(tmp_path / "d"), *args])
+        assert res.exit_code == 1 and needle in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "d").exists()
