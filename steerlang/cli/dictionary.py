@@ -121,6 +121,7 @@ def card_cmd(
     model: str | None = typer.Option(None, "--model"),
 ) -> None:
     """Write a static HTML page of every concept (with heatmaps of the named joint concepts)."""
+    from steerlang.atomic import write_text
     from steerlang.dictionary.browse import render_html, top_patch_grid
     from steerlang.dictionary.concepts import load_concept_set
 
@@ -132,8 +133,5 @@ def card_cmd(
         bundle = load_model(model or cs.model)
         named = [c for c in cs.concepts if c.space == "joint" and "@" not in c.name and any(g.modality == "image" for g in c.groups)]
         pics = {c.key: top_patch_grid(bundle, cs, c, count=120, top=6) for c in named}
-    html_out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = html_out.with_name(f".{html_out.name}.tmp")
-    tmp.write_text(render_html(cs, pics), encoding="utf-8")
-    tmp.replace(html_out)
+    write_text(html_out, render_html(cs, pics))
     err_console.print(f"wrote {html_out}")

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from steerlang.atomic import write_text
 from steerlang.dictionary.harvest import check_layers, harvest
 from steerlang.dictionary.source import MANIFEST, ActivationSource, read_manifest
 from steerlang.errors import InputError, ModelLoadError
@@ -197,9 +198,7 @@ def build_dictionary_set(
             res = train_dictionary(model=model, layer=layer, modality=modality, out=out / "saes" / name, progress=progress, **kw)
             entries.append({"layer": layer, "modality": modality, "path": f"saes/{name}", **{k: res[k] for k in ("seconds", "tokens_per_s")}})
     index = {"model": model, "layers": layers, "modalities": list(modalities), "saes": entries}
-    tmp = out / "saes.json.tmp"
-    tmp.write_text(json.dumps(index, indent=2) + "\n")
-    tmp.replace(out / "saes.json")
+    write_text(out / "saes.json", json.dumps(index, indent=2) + "\n")
     return index
 
 
@@ -244,9 +243,7 @@ def build_concepts(
     report = {"model": model, "train_scenes": {"seed": TRAIN_SCENE_SEED, "count": count},
               "held_out_scenes": {"seed": EVAL_SCENE_SEED, "count": held_out}, "layers": reports,
               "n_concepts": {s: sum(c.space == s for c in concepts) for s in ("joint", "image", "text")}}
-    tmp = out / ".concepts_report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    tmp.replace(out / "concepts_report.json")
+    write_text(out / "concepts_report.json", json.dumps(report, indent=1) + "\n")
     return report
 
 
@@ -271,7 +268,5 @@ def evaluate_set(out: str | os.PathLike, *, model: str = "toyworld", log: Callab
                      "l0": r["l0"], "dead_fraction": r["dead_fraction"], "dense_fraction": r["dense_fraction"],
                      "delta_ce": sp["delta_ce"], "loss_recovered": sp["loss_recovered"], "n_tokens": r["n_tokens"]})
         log(f"{e['path']}: FVU {r['fvu']:.4f} L0 {r['l0']:.1f} dead {r['dead_fraction']:.3f} dCE {sp['delta_ce']:+.4f}")
-    tmp = out / ".eval.json.tmp"
-    tmp.write_text(json.dumps(rows, indent=1) + "\n")
-    tmp.replace(out / "eval.json")
+    write_text(out / "eval.json", json.dumps(rows, indent=1) + "\n")
     return rows

@@ -77,7 +77,7 @@ def patch_activations(bundle: Any, cs: ConceptSet, c: Concept, images: Sequence[
             bundle.model(**enc)
         h = cap.captured[layer][enc["input_ids"] == bundle.image_token_id].float()
         idx = torch.tensor(g.latents)
-        z = sae.encode_latents(h, idx) if sae.cfg.architecture != "topk" else sae.encode(h)[:, idx]
+        z = sae.encode_latents(h, idx)  # exact for every architecture (TopK encodes fully, then gathers)
         act = (z * torch.tensor(g.weights)).sum(-1) / g.scale
         out.append(act.reshape(-1, rows, cols).numpy())
     return np.concatenate(out)

@@ -62,7 +62,6 @@ class Codes:
 
     def group(self, latents: Sequence[int], weights: Sequence[float] | None = None) -> Tensor:
         """Raw group activation per row: sum_i w_i z_i  [N]."""
-        w = torch.zeros(int(self.idx.max()) + 1 if self.idx.numel() else 1)
         w = torch.zeros(max(int(self.idx.max()) + 1, max(latents) + 1))
         w[list(latents)] = torch.tensor(list(weights) if weights is not None else [1.0] * len(latents))
         return (w[self.idx] * self.val).sum(1)

@@ -111,6 +111,13 @@ def position_labels(bundle: ModelBundle, batch: dict[str, Tensor]) -> tuple[Tens
     return keep, modality, cell
 
 
+def scene_batch(bundle: ModelBundle, seed: int, ids: range) -> dict[str, Tensor]:
+    """The teacher-forced batch of scenes `ids` of stream `seed`, exactly as the harvester sees it
+    (the spliced-loss evaluation reuses it, so both read the same prompts)."""
+    scenes = [make_scene(seed, i) for i in ids]
+    return collate(bundle, harvest_examples(scenes, seed * 1_000_003 + ids.start))
+
+
 @torch.no_grad()
 def harvest(
     bundle: ModelBundle,
@@ -134,8 +141,7 @@ def harvest(
     with ShardWriter(out_dir, layers, d_in, model=bundle.name, dtype=dtype, shard_rows=shard_rows, metadata=meta) as writer:
         for start in range(0, count, batch_size):
             ids = range(start, min(count, start + batch_size))
-            scenes = [make_scene(seed, i) for i in ids]
-            batch = collate(bundle, harvest_examples(scenes, seed * 1_000_003 + start))
+            batch = scene_batch(bundle, seed, ids)
             keep, modality, cell = position_labels(bundle, batch)
             with LayerCapture(bundle, layers) as cap:
                 bundle.model(**{k: v for k, v in batch.items() if k != "labels"})

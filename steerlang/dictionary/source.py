@@ -52,6 +52,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from steerlang.atomic import write_text
 from steerlang.errors import InputError
 
 FORMAT = "steerlang-activations"
@@ -84,9 +85,7 @@ def _seeded(*parts: int) -> torch.Generator:
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=1))
 
 
 class ShardWriter:

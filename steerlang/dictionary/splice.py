@@ -18,15 +18,13 @@ from torch import Tensor
 from steerlang.dictionary.harvest import (
     check_layers,
     decoder_layers,
-    harvest_examples,
     hook_point,
     position_labels,
+    scene_batch,
 )
 from steerlang.dictionary.sae import SAE
 from steerlang.dictionary.source import MODALITY_CODES
 from steerlang.world.model import ModelBundle
-from steerlang.world.scenes import make_scene
-from steerlang.world.train import collate
 
 # Which modality codes each splice group covers.
 GROUPS: dict[str, tuple[int, ...]] = {
@@ -84,8 +82,7 @@ def spliced_loss(
     totals: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in splices}  # orig, sae, zero
     n_tok = 0
     for start in range(0, count, batch_size):
-        scenes = [make_scene(seed, i) for i in range(start, min(count, start + batch_size))]
-        batch = collate(bundle, harvest_examples(scenes, seed * 1_000_003 + start))
+        batch = scene_batch(bundle, seed, range(start, min(count, start + batch_size)))
         keep, modality, _cell = position_labels(bundle, batch)
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         ce_orig, n = _caption_ce(bundle.model(**inputs).logits, batch["labels"])

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from steerlang.atomic import write_text
 from steerlang.errors import InputError
 
 
@@ -37,9 +38,7 @@ def write_scenes(
         name = f"{i:0{width}d}.png"
         render(scene).save(out / name)
         lines.append(json.dumps(scene.to_json(name)))
-    tmp = out / "scenes.jsonl.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out / "scenes.jsonl")
+    write_text(out / "scenes.jsonl", "\n".join(lines) + "\n")
     return len(scenes)
 
 
