@@ -57,7 +57,7 @@ def caption_cmd(
 @user_errors
 def train_cmd(
     out: Path = typer.Option(..., "--out", help="Folder to write the trained model into."),
-    steps: int = typer.Option(950, "--steps", min=1),
+    steps: int = typer.Option(880, "--steps", min=1),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(2, "--threads", min=1),

@@ -60,7 +60,7 @@ def caption_images(
 def train_and_save(
     out: str | os.PathLike,
     *,
-    steps: int = 950,
+    steps: int = 880,
     batch_size: int = 64,
     seed: int = 0,
     threads: int = 2,

@@ -20,11 +20,13 @@ from steerlang.world.vocab import DESCRIBE_PROMPTS, EOS, question_for
 
 TRAIN_SEED = 1  # the scene stream used for training; evaluation uses other seeds
 AUX_WEIGHT = 0.5
+ORDER_LAYER = 2  # residual stream (entering block 2) where the training-only order head reads
+N_ORDER = len(KINDS) + 1 + 3  # next object's kind (or "none": the last object), then its rank 0..2
 
 
 @dataclass(frozen=True)
 class ToyTrainConfig:
-    steps: int = 950
+    steps: int = 880
     batch_size: int = 64
     lr: float = 2e-3
     warmup: int = 100
@@ -34,6 +36,8 @@ class ToyTrainConfig:
     template: str = "{prompt} {image}"
     tie_embeddings: bool = False
     grounding: bool = True
+    order_head: bool = True  # training-only head: each object's patches learn their reading order
+    describe_fraction: float = 0.6
     eval_every: int = 0  # steps; report a quick yes/no and caption check through on_eval
 
 
@@ -44,9 +48,9 @@ class Example:
     answer: str
 
 
-def training_example(scene: Scene, rng: np.random.Generator) -> Example:
-    """Half description, half a balanced yes/no question about a present or an absent kind."""
-    if rng.random() < 0.5:
+def training_example(scene: Scene, rng: np.random.Generator, describe_fraction: float = 0.5) -> Example:
+    """A description, or a balanced yes/no question about a present or an absent kind."""
+    if rng.random() < describe_fraction:
         return Example(scene, str(rng.choice(DESCRIBE_PROMPTS)), scene.caption)
     if rng.random() < 0.5:
         return Example(scene, question_for(str(rng.choice(scene.kinds))), "yes")
@@ -81,6 +85,24 @@ def grounding_labels(tok, ex: Example) -> list[int]:  # noqa: ANN001 - a transfo
     return out
 
 
+def order_labels(scene: Scene) -> tuple[list[int], list[int]]:
+    """Per-patch targets for the training-only order head: the kind of the next object in reading
+    order (`len(KINDS)` after the last one) and the object's rank; -100 off objects.
+
+    Captions name objects in reading order, and the errors a plain model makes are swapped orders.
+    Writing "what comes after me" and "how many come before me" into each object's patches by an
+    early layer turns the caption's next step into a lookup the later layers attend to.
+    """
+    covered = patch_pixel_counts(scene) >= 8
+    nxt, rank = [-100] * covered.shape[1], [-100] * covered.shape[1]
+    objs = scene.objects  # sorted by cell: reading order
+    for i, (obj, cov) in enumerate(zip(objs, covered, strict=True)):
+        after = KINDS.index(objs[i + 1].kind) if i + 1 < len(objs) else len(KINDS)
+        for p in np.nonzero(cov)[0]:
+            nxt[p], rank[p] = after, i
+    return nxt, rank
+
+
 def collate(bundle: ModelBundle, examples: list[Example], *, grounding: bool = False) -> dict[str, torch.Tensor]:
     """Right-padded teacher-forced batch: <s> prompt <image>*N answer </s> (or the image first, as
     the bundle's template says); labels on the answer only; with `grounding`, also the
@@ -100,7 +122,9 @@ def collate(bundle: ModelBundle, examples: list[Example], *, grounding: bool = F
             start = 1 + len(first) if first is prompt else 1
             row_aux = [-100] * len(head)
             row_aux[start : start + n_img] = grounding_labels(tok, ex)
-            aux.append(row_aux)
+            row_next, row_rank = [-100] * len(head), [-100] * len(head)
+            row_next[start : start + n_img], row_rank[start : start + n_img] = order_labels(ex.scene)
+            aux.append((row_aux, row_next, row_rank))
     width = max(map(len, rows))
     ids = torch.full((len(rows), width), tok.pad_token_id)
     lab = torch.full((len(rows), width), -100)
@@ -112,29 +136,42 @@ def collate(bundle: ModelBundle, examples: list[Example], *, grounding: bool = F
     pixels = bundle.processor.image_processor([render(ex.scene) for ex in examples], return_tensors="pt")["pixel_values"]  # type: ignore[attr-defined]
     batch = {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels, "labels": lab}
     if grounding:
-        aux_t = torch.full((len(rows), width), -100)
-        for i, a in enumerate(aux):
-            aux_t[i, : len(a)] = torch.tensor(a)
-        batch["aux_labels"] = aux_t
+        for j, key in enumerate(("aux_labels", "next_labels", "rank_labels")):
+            t = torch.full((len(rows), width), -100)
+            for i, a in enumerate(aux):
+                t[i, : len(a[j])] = torch.tensor(a[j])
+            batch[key] = t
     return batch
 
 
-def example_balanced_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def _masked_mean_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over examples of the mean cross-entropy over each example's labelled positions."""
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    m = (labels != -100).float()
+    return ((ce * m).sum(1) / m.sum(1).clamp(min=1)).mean()
+
+
+AUX_KEYS = ("labels", "aux_labels", "next_labels", "rank_labels")
+
+
+def example_balanced_loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], order_head: torch.nn.Module | None = None
+) -> torch.Tensor:
     """Mean over examples of each example's mean answer-token loss.
 
     A plain token mean lets a 10-token caption outweigh a 2-token "yes </s>" five times, and the
     yes/no probe then never gets learned; weighting examples equally fixes that.
     """
-    full = model(**{k: v for k, v in batch.items() if k not in ("labels", "aux_labels")}).logits
-    logits, labels = full[:, :-1], batch["labels"][:, 1:]
-    tok = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
-    mask = (labels != -100).float()
-    loss = ((tok * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+    out = model(**{k: v for k, v in batch.items() if k not in AUX_KEYS}, output_hidden_states=order_head is not None)
+    full = out.logits
+    loss = _masked_mean_ce(full[:, :-1], batch["labels"][:, 1:])
     if "aux_labels" in batch:  # read at the position itself, not shifted
-        aux = batch["aux_labels"]
-        ce = torch.nn.functional.cross_entropy(full.transpose(1, 2), aux, ignore_index=-100, reduction="none")
-        m = (aux != -100).float()
-        loss = loss + AUX_WEIGHT * ((ce * m).sum(1) / m.sum(1).clamp(min=1)).mean()
+        loss = loss + AUX_WEIGHT * _masked_mean_ce(full, batch["aux_labels"])
+    if order_head is not None and "next_labels" in batch:
+        order = order_head(out.hidden_states[ORDER_LAYER])
+        k = len(KINDS) + 1
+        loss = loss + AUX_WEIGHT * (_masked_mean_ce(order[..., :k], batch["next_labels"])
+                                    + _masked_mean_ce(order[..., k:], batch["rank_labels"]))
     return loss
 
 
@@ -149,7 +186,10 @@ def train_toy_model(
     processor = build_processor()
     model = build_toy_model(len(processor.tokenizer), seed=cfg.seed, tie_embeddings=cfg.tie_embeddings)
     bundle = ModelBundle("toyworld", model, processor, template=cfg.template)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    # Discarded after training: it only shapes what the image positions carry.
+    order_head = torch.nn.Linear(model.config.text_config.hidden_size, N_ORDER) if cfg.order_head and cfg.grounding else None
+    params = list(model.parameters()) + (list(order_head.parameters()) if order_head is not None else [])
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
 
     def lr_at(step: int) -> float:
         if step < cfg.warmup:
@@ -161,13 +201,13 @@ def train_toy_model(
     model.train()
     for step in range(cfg.steps):
         scenes = [make_scene(TRAIN_SEED, step * cfg.batch_size + i) for i in range(cfg.batch_size)]
-        batch = collate(bundle, [training_example(s, rng) for s in scenes], grounding=cfg.grounding)
+        batch = collate(bundle, [training_example(s, rng, cfg.describe_fraction) for s in scenes], grounding=cfg.grounding)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        loss = example_balanced_loss(model, batch)
+        loss = example_balanced_loss(model, batch, order_head)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if on_step is not None:
             on_step(step, loss.item())
