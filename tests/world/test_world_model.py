@@ -61,19 +61,16 @@ def test_shipped_model_captions_and_answers() -> None:
     assert answers.count("yes") >= 38
 
 
-def test_order_labels_mark_each_object_with_the_next_kind_and_its_rank() -> None:
-    from steerlang.world.scenes import KINDS, make_scene, patch_pixel_counts
+def test_order_labels_mark_each_object_with_its_rank_in_reading_order() -> None:
+    from steerlang.world.scenes import make_scene, patch_pixel_counts
     from steerlang.world.train import order_labels
 
     scene = make_scene(1, 0, objects=3)
-    nxt, rank = order_labels(scene)
+    rank = order_labels(scene)
     covered = patch_pixel_counts(scene) >= 8
-    for i, obj in enumerate(scene.objects):
-        after = KINDS.index(scene.objects[i + 1].kind) if i + 1 < 3 else len(KINDS)
-        for p in covered[i].nonzero()[0]:
-            assert (nxt[p], rank[p]) == (after, i)
-    off = ~covered.any(0)
-    assert all(nxt[p] == -100 and rank[p] == -100 for p in off.nonzero()[0])
+    for i in range(3):
+        assert all(rank[p] == i for p in covered[i].nonzero()[0])
+    assert all(rank[p] == -100 for p in (~covered.any(0)).nonzero()[0])
 
 
 def test_a_few_training_steps_with_the_order_head_run_and_leave_an_eval_model() -> None:
