@@ -33,7 +33,7 @@ from torch import Tensor
 
 from steerlang.errors import InputError
 from steerlang.runtime.adapters import ModelAdapter
-from steerlang.runtime.masks import IMAGE, OUTPUT, PROMPT, Layout, Positions, scope_mask
+from steerlang.runtime.masks import IMAGE, OUTPUT, PROMPT, Layout, Positions, close_on_grid, scope_mask
 from steerlang.runtime.plan import (
     MODALITIES,
     CAnd,
@@ -207,15 +207,23 @@ class _Layer:
         return full
 
     def _present(self, cc: CConcept, m: str, rows: Tensor, e: PlannedEdit) -> Tensor:
-        """[N_m] bool: rows where any term of cc fires (the scope's where-mask when it has one)."""
+        """[N_m] bool: rows where any term of cc fires (the scope's where-mask when it has one);
+        on image positions, closed on the patch grid (`close_on_grid`) within the scope."""
         if e.scope.kind == "image_where" and m == "image":
-            return rows
+            return self._closed(rows, torch.ones_like(rows))
         present = torch.zeros_like(rows)
         for g, _w, c in cc.groups(self.layer, m):
             a = self.term_activation(c, m)
             if a is not None:
                 present |= a > g.threshold
+        if m == "image":
+            return self._closed(rows & present, rows)
         return rows & present
+
+    def _closed(self, present: Tensor, allowed: Tensor) -> Tensor:
+        """`present` closed on the patch grid, kept inside the image rows the scope allows."""
+        full = close_on_grid(self._full("image", present), self.pos)
+        return full[self.sel["image"]] & allowed
 
     def _image_state(self, rows: Tensor, replacement: CConcept | None) -> tuple[Tensor, Tensor] | None:
         """(rows that get a state, states [n, d]): the replacement's prototype where seen, else the

@@ -24,7 +24,8 @@ from steerlang.lang import ir
 PAD, IMAGE, PROMPT, OUTPUT = 0, 1, 2, 3  # position kinds ("PAD" also covers <s>)
 KIND_CODES = {"image": IMAGE, "prompt": PROMPT, "output": OUTPUT}
 
-__all__ = ["IMAGE", "KIND_CODES", "OUTPUT", "PAD", "PROMPT", "Layout", "Positions", "region_mask", "scope_mask"]
+__all__ = ["IMAGE", "KIND_CODES", "OUTPUT", "PAD", "PROMPT", "Layout", "Positions", "close_on_grid", "region_mask",
+           "scope_mask"]
 
 
 @dataclass
@@ -150,3 +151,31 @@ def scope_mask(scope: ir.Scope, pos: Positions, where: Tensor | None = None) -> 
         assert scope.tokens is not None
         return (pos.kind == OUTPUT) & (pos.out_index >= scope.tokens.start) & (pos.out_index <= scope.tokens.end)
     raise ValueError(f"unknown scope kind {kind!r}")
+
+
+def close_on_grid(mask: Tensor, pos: Positions, size: int = 3) -> Tensor:
+    """[B, T] bool: morphological closing (dilate, then erode, `size` x `size`) of the image
+    positions of `mask` on each sample's patch grid; other positions are returned unchanged.
+
+    An object's patches form a blob, and a concept marks most of it but not all: its interior
+    patches, or patches where other latents won the TopK, are missed. Closing fills the holes and
+    gaps between marked patches without growing the blob's outline, so a neighbouring object is
+    only reached where the mask already touched it.
+    """
+    out = mask.clone()
+    img = (pos.kind == IMAGE) & (pos.patch >= 0)
+    pad = size // 2
+    for b in range(mask.shape[0]):
+        rows, cols = pos.grid[b]
+        sel = img[b]
+        if rows == 0 or not bool(sel.any()) or not bool(mask[b][sel].any()):
+            continue
+        grid = torch.zeros(rows * cols, dtype=torch.float32, device=mask.device)
+        patch = pos.patch[b][sel].to(mask.device)
+        grid[patch] = mask[b][sel].float()
+        g = grid.view(1, 1, rows, cols)
+        dil = torch.nn.functional.max_pool2d(torch.nn.functional.pad(g, (pad,) * 4), size, 1)
+        # Erode with the border counted as inside, so blobs at the image edge keep their edge patches.
+        ero = -torch.nn.functional.max_pool2d(torch.nn.functional.pad(-dil, (pad,) * 4, value=-1.0), size, 1)
+        out[b, sel] = ero.view(-1)[patch] > 0
+    return out

@@ -73,3 +73,24 @@ def test_region_fractions_cover_the_grid_once() -> None:
     quarters = [ir.Region(row_start=r, row_end=r + 0.5, col_start=c, col_end=c + 0.5) for r in (0, 0.5) for c in (0, 0.5)]
     total = sum(region_mask(pos, q).long() for q in quarters)
     assert torch.equal(total.bool(), pos.kind == IMAGE) and int(total.max()) == 1
+
+
+def test_closing_fills_holes_but_does_not_grow_the_outline() -> None:
+    from steerlang.runtime.masks import close_on_grid
+
+    rows = cols = 9
+    ids = torch.tensor([[1] + [9] * (rows * cols) + [5]])
+    layout = Layout.from_prefill(ids, None, ids == 9, lambda _i: (rows, cols), bos_id=1)
+    pos = layout.positions(0, ids.shape[1])
+    ring = torch.zeros(rows, cols, dtype=torch.bool)
+    ring[2:5, 2:5] = True
+    ring[3, 3] = False  # a hole in a 3x3 blob
+    ring[0, 8] = True  # an isolated patch in a corner
+    mask = torch.zeros(ids.shape, dtype=torch.bool)
+    mask[0, 1:-1] = ring.flatten()
+    mask[0, -1] = True  # a text position: left as it is
+    closed = close_on_grid(mask, pos)
+    want = ring.clone()
+    want[3, 3] = True
+    assert torch.equal(closed[0, 1:-1].view(rows, cols), want)
+    assert bool(closed[0, -1]) and not bool(closed[0, 0])
