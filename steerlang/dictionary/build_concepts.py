@@ -193,6 +193,66 @@ def pick_threshold(act: Tensor, truth: Tensor, min_precision: float, floor: floa
     return 1.5
 
 
+def scene_grid(split: Split, values: Tensor, fill: float | int | bool = 0) -> Tensor:
+    """Per-patch row values laid out as [n_scenes, 9, 9] patch grids (missing patches: `fill`)."""
+    g = torch.full((split.n_scenes, 81), fill, dtype=values.dtype)
+    g[split.img_scene, split.img_cell] = values
+    return g.view(-1, 9, 9)
+
+
+def object_mask(split: Split, codes: Codes, latents: Sequence[int], scale: float, threshold: float,
+                extent: Sequence[int] = ()) -> Tensor:
+    """[n_scenes, 9, 9] bool: what the runtime's `off` rewrites for this group (hooks._present):
+    the group's patches, closed, extended to neighbours where an extent latent fires, closed."""
+    from steerlang.grid import close, dilate
+
+    mask = close(scene_grid(split, codes.group(latents) / scale > threshold, False))
+    if extent:
+        fires = ((codes.idx[..., None] == torch.tensor(list(extent))).any(-1) & (codes.val > 0)).any(1)
+        mask = close(mask | (dilate(mask) & scene_grid(split, fires, False)))
+    return mask
+
+
+def choose_extent(codes: Codes, split: Split, kind: int, g: GroupChoice, *, max_latents: int = 16,
+                  min_precision: float = 0.9, min_support: int = 20) -> list[int]:
+    """Latents that mark the rest of an object next to its group's (closed) patches.
+
+    Among the neighbours of the group's mask, a latent's firings are judged only there: latents
+    for an outline that cats and dogs share are imprecise over all patches, yet precise next to a
+    patch that is surely a cat. Greedy, like the group: add the latent that covers the most of the
+    kind's missed neighbours while the union stays `min_precision` precise there.
+    """
+    from steerlang.grid import dilate
+
+    base = object_mask(split, codes, g.latents, g.scale, g.threshold)
+    ring = (dilate(base) & ~base).view(-1)[split.img_scene * 81 + split.img_cell]  # per row
+    truth = split.img_label == kind
+    fired = (codes.val > 0) & ring[:, None]
+    d = int(codes.idx.max()) + 1
+    on_kind = torch.bincount(codes.idx[fired & truth[:, None]], minlength=d).float()
+    total = torch.bincount(codes.idx[fired], minlength=d).float()
+    cands = [int(j) for j in torch.nonzero((on_kind / total.clamp(min=1) >= 0.8) & (on_kind >= min_support))[:, 0]]
+    masks = {j: ((codes.idx == j) & fired).any(1) for j in cands}
+    chosen: list[int] = []
+    union = torch.zeros_like(truth)
+    covered = 0.0
+    for _ in range(max_latents):
+        best = None
+        for j in cands:
+            if j in chosen:
+                continue
+            u = union | masks[j]
+            tp = float((u & truth).sum())
+            if tp / max(float(u.sum()), 1.0) >= min_precision and tp > covered + min_support // 4 and (best is None or tp > best[1]):
+                best = (j, tp)
+        if best is None:
+            break
+        chosen.append(best[0])
+        union |= masks[best[0]]
+        covered = best[1]
+    return chosen
+
+
 def choose_text_group(codes: Codes, tokens: Sequence[str], word: str, d_sae: int, *, max_group: int = 2,
                       min_precision: float = 0.9) -> GroupChoice | None:
     """Text latents that fire on `word` (caption tokens), most recall first, precise only."""
@@ -291,6 +351,11 @@ def build_layer(
         tg = choose_text_group(ct, train.txt_token, kind, dt)
         entry: dict[str, Any] = {}
         if g is not None:
+            extent = choose_extent(ci, train, k, g)
+            mask = object_mask(held, hi, g.latents, g.scale, g.threshold, extent).view(-1)
+            truth8, truth_any = scene_grid(held, held.img_label == k, False).view(-1), scene_grid(held, held.img_any == k, False).view(-1)
+            mp8, mr8 = precision_recall(mask, truth8)
+            mpa, mra = precision_recall(mask, truth_any)
             held_act = hi.group(g.latents) / g.scale
             fires = held_act > g.threshold
             p8, r8 = precision_recall(fires, held.img_label == k)
@@ -300,7 +365,8 @@ def build_layer(
             det = balanced_accuracy(scene_fires, held.kinds_present[:, k])
             entry = {"latents": g.latents, "scale": g.scale, "threshold": g.threshold, "precision": p8, "recall": r8,
                      "precision_any_pixel": pa, "recall_any_pixel": ra, "detection": det,
-                     "train_precision": g.train_precision, "train_recall": g.train_recall}
+                     "train_precision": g.train_precision, "train_recall": g.train_recall, "extent": extent,
+                     "mask": {"precision": mp8, "recall": mr8, "precision_any_pixel": mpa, "recall_any_pixel": mra}}
             groups["image"][kind] = entry
         if tg is not None:
             held_act = ht.group(tg.latents) / tg.scale
@@ -310,8 +376,10 @@ def build_layer(
                                     "precision": p, "recall": r}
         report.kinds[kind].update({"image": {k2: v for k2, v in entry.items() if k2 != "latents"},
                                    "text": groups["text"].get(kind, {})})
+        mk = entry.get("mask", {})
         log(f"layer {layer} {kind}: image {entry.get('latents')} P {entry.get('precision', 0):.3f} R {entry.get('recall', 0):.3f} "
-            f"det {entry.get('detection', 0):.3f}; text {groups['text'].get(kind, {}).get('latents')}")
+            f"det {entry.get('detection', 0):.3f}; mask (+{len(entry.get('extent', []))} extent) P {mk.get('precision', 0):.3f} "
+            f"R {mk.get('recall', 0):.3f}; text {groups['text'].get(kind, {}).get('latents')}")
     return report, groups
 
 
@@ -369,7 +437,8 @@ def assemble_concepts(layer_groups: dict[int, dict[str, Any]], *, min_detection:
                     continue
                 groups.append(LatentGroup(layer, modality, tuple(e["latents"]), tuple(1.0 for _ in e["latents"]),
                                           scale=round(e["scale"], 6), threshold=e["threshold"],
-                                          precision=round(e["precision"], 4), recall=round(e["recall"], 4)))
+                                          precision=round(e["precision"], 4), recall=round(e["recall"], 4),
+                                          extent=tuple(e.get("extent", ()))))
                 evidence[f"L{layer}.{modality}"] = {key: (round(v, 4) if isinstance(v, float) else v) for key, v in e.items()}
         first = layer_groups[min(layer_groups)]["image"].get(kind, {})
         concepts.append(Concept("joint", k, kind, (), tuple(groups), detection=first.get("detection"),

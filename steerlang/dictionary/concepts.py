@@ -58,6 +58,9 @@ class LatentGroup:
     threshold: float = 0.3  # default "present" threshold (activation units) for masks and `off`
     precision: float | None = None  # patch-level, held-out (image groups)
     recall: float | None = None
+    # Image groups: latents that mark the rest of the object next to the group's patches (its
+    # outline, the parts other kinds share); they extend `off`/`replace` masks, never fire alone.
+    extent: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.latents) != len(self.weights) or not self.latents:
@@ -207,7 +210,8 @@ def load_concept_set(path: str | os.PathLike) -> ConceptSet:
         spec = json.loads((root / CONCEPTS).read_text())
         concepts = [
             Concept(**{**c, "aliases": tuple(c.get("aliases", ())),
-                       "groups": tuple(LatentGroup(**{**g, "latents": tuple(g["latents"]), "weights": tuple(g["weights"])})
+                       "groups": tuple(LatentGroup(**{**g, "latents": tuple(g["latents"]), "weights": tuple(g["weights"]),
+                                                    "extent": tuple(g.get("extent", ()))})
                                        for g in c.get("groups", ()))})
             for c in spec["concepts"]
         ]

@@ -207,18 +207,40 @@ class _Layer:
         return full
 
     def _present(self, cc: CConcept, m: str, rows: Tensor, e: PlannedEdit) -> Tensor:
-        """[N_m] bool: rows where any term of cc fires (the scope's where-mask when it has one);
-        on image positions, closed on the patch grid (`close_on_grid`) within the scope."""
-        if e.scope.kind == "image_where" and m == "image":
-            return self._closed(rows, torch.ones_like(rows))
-        present = torch.zeros_like(rows)
-        for g, _w, c in cc.groups(self.layer, m):
-            a = self.term_activation(c, m)
-            if a is not None:
-                present |= a > g.threshold
-        if m == "image":
-            return self._closed(rows & present, rows)
-        return rows & present
+        """[N_m] bool: rows where any term of cc fires (the scope's where-mask when it has one).
+
+        On image positions this is the object's mask: the marked patches, extended to neighbours
+        where an `extent` latent of the concept fires, then closed on the patch grid
+        (`close_on_grid`), kept inside the scope's image positions.
+        """
+        where = e.scope.kind == "image_where" and m == "image"
+        present = rows.clone() if where else torch.zeros_like(rows)
+        if not where:
+            for g, _w, c in cc.groups(self.layer, m):
+                a = self.term_activation(c, m)
+                if a is not None:
+                    present |= a > g.threshold
+            present &= rows
+        if m != "image":
+            return present
+        allowed = torch.ones_like(rows) if where else rows
+        present = self._closed(present, allowed)
+        ext = self._extent(cc)
+        if ext is not None and bool(present.any()):
+            near = close_on_grid(self._full("image", present), self.pos, dilate_only=True)[self.sel["image"]]
+            present = self._closed(present | (near & ext & ~present), allowed)
+        return present
+
+    def _extent(self, cc: CConcept) -> Tensor | None:
+        """[N_img] bool: where any extent latent of cc's image groups fires (None: it has none)."""
+        z = self.latents("image")
+        out = None
+        for g, _w, _c in cc.groups(self.layer, "image"):
+            if z is None or not g.extent:
+                continue
+            fired = (z[:, self.cols("image", g.extent)] > 0).any(1)
+            out = fired if out is None else out | fired
+        return out
 
     def _closed(self, present: Tensor, allowed: Tensor) -> Tensor:
         """`present` closed on the patch grid, kept inside the image rows the scope allows."""

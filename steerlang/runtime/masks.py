@@ -153,29 +153,21 @@ def scope_mask(scope: ir.Scope, pos: Positions, where: Tensor | None = None) -> 
     raise ValueError(f"unknown scope kind {kind!r}")
 
 
-def close_on_grid(mask: Tensor, pos: Positions, size: int = 3) -> Tensor:
-    """[B, T] bool: morphological closing (dilate, then erode, `size` x `size`) of the image
-    positions of `mask` on each sample's patch grid; other positions are returned unchanged.
+def close_on_grid(mask: Tensor, pos: Positions, *, dilate_only: bool = False) -> Tensor:
+    """[B, T] bool: `steerlang.grid.close` (or, with `dilate_only`, `dilate`) of the image positions
+    of `mask` on each sample's patch grid; other positions are returned unchanged."""
+    from steerlang.grid import close, dilate
 
-    An object's patches form a blob, and a concept marks most of it but not all: its interior
-    patches, or patches where other latents won the TopK, are missed. Closing fills the holes and
-    gaps between marked patches without growing the blob's outline, so a neighbouring object is
-    only reached where the mask already touched it.
-    """
     out = mask.clone()
     img = (pos.kind == IMAGE) & (pos.patch >= 0)
-    pad = size // 2
     for b in range(mask.shape[0]):
         rows, cols = pos.grid[b]
         sel = img[b]
         if rows == 0 or not bool(sel.any()) or not bool(mask[b][sel].any()):
             continue
-        grid = torch.zeros(rows * cols, dtype=torch.float32, device=mask.device)
+        grid = torch.zeros(rows * cols, dtype=torch.bool, device=mask.device)
         patch = pos.patch[b][sel].to(mask.device)
-        grid[patch] = mask[b][sel].float()
-        g = grid.view(1, 1, rows, cols)
-        dil = torch.nn.functional.max_pool2d(torch.nn.functional.pad(g, (pad,) * 4), size, 1)
-        # Erode with the border counted as inside, so blobs at the image edge keep their edge patches.
-        ero = -torch.nn.functional.max_pool2d(torch.nn.functional.pad(-dil, (pad,) * 4, value=-1.0), size, 1)
-        out[b, sel] = ero.view(-1)[patch] > 0
+        grid[patch] = mask[b][sel]
+        done = (dilate if dilate_only else close)(grid.view(1, rows, cols))
+        out[b, sel] = done.view(-1)[patch]
     return out

@@ -259,7 +259,7 @@ def compile_plan(program: ir.Program, concept_set: ConceptSet, *, n_layers: int,
         hooked.add(layer)
         for m in MODALITIES:
             for g, _w, _c in cc.groups(layer, m):
-                need.setdefault((layer, m), set()).update(g.latents)
+                need.setdefault((layer, m), set()).update(g.latents + g.extent)
 
     for e in edits:
         for layer in e.layers:
