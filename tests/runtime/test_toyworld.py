@@ -39,3 +39,34 @@ def test_noop_is_bit_identical_on_toyworld(toy) -> None:  # noqa: ANN001
     base = toy.generate(pics, max_new_tokens=12)
     [*res] = toy.run(f'let c = concept "{name}"\nsteer all {{ scale c by 1 }}', images=pics, max_new_tokens=12)
     assert [r.output for r in res] == base
+
+
+def test_off_rewrites_the_whole_object_not_only_the_marked_patches(toy) -> None:  # noqa: ANN001
+    """The cat's mask at the LM input: the group's patches, closed and grown by extent latents."""
+    import torch
+
+    from steerlang.dictionary.harvest import LayerCapture
+    from steerlang.world.scenes import make_scenes, patch_pixel_counts, render
+    from steerlang.world.vocab import DEFAULT_PROMPT
+
+    g = toy.concepts.by_name("cat").group(0, "image")
+    assert g.extent, "the shipped cat concept has extent latents at layer 0"
+    scenes = make_scenes(21, 8, with_kinds=["cat"])
+    enc = toy.bundle.encode([render(s) for s in scenes], [DEFAULT_PROMPT] * len(scenes))
+    img = enc["input_ids"] == toy.bundle.image_token_id
+    with torch.no_grad():
+        with LayerCapture(toy.bundle, [0]) as cap:
+            toy.bundle.model(**enc)
+        before = cap.captured[0]
+        # Hooks run in the order they were registered: the capture goes on after the steering.
+        with toy.steer('let cat = concept "cat"\nsteer image where cat > 0.15 at layer 0 { off cat }', trace=False), \
+                LayerCapture(toy.bundle, [0]) as cap:
+            toy.bundle.model(**enc)
+        after = cap.captured[0]
+    changed = (after != before).any(-1)[img].view(len(scenes), 81)
+    cat_patches = torch.stack([torch.from_numpy(patch_pixel_counts(s)[[o.kind for o in s.objects].index("cat")] >= 8)
+                               for s in scenes])
+    assert (changed & cat_patches).sum() >= 0.95 * cat_patches.sum()  # the group alone marks ~60%
+    others = torch.stack([torch.from_numpy((patch_pixel_counts(s)[[o.kind != "cat" for o in s.objects]] >= 8).any(0))
+                          for s in scenes])
+    assert (changed & others).sum() <= 0.1 * others.sum()
