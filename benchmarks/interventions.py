@@ -10,6 +10,14 @@ as shipped, and the same program with `off cat` changed to `replace cat with dog
 - replacement success: "dog" named, "cat" absent, every other object still named;
 - preservation: fraction of the non-target objects still named;
 - controls unchanged: steered caption == unsteered caption on scenes without a cat.
+
+Baselines on the same scenes (`benchmarks/baselines.py`): a difference-of-means direction (strength
+swept; the best strength whose preservation stays >= 0.95 is reported, the whole sweep is in the
+JSON), and VISTA's vision-only ablation of the ground-truth patches (zero / mean; replacement
+writes the dog's mean patch states). Dictionaries other than the shipped one (a shared SAE, a
+VL-SAE) run the same program with `--dictionary NAME=DIR`.
+
+    python benchmarks/interventions.py --count 200 --seed 4242 --out runs/interventions.json --md runs/interventions.md
 """
 
 from __future__ import annotations
@@ -46,6 +54,10 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=200)
     ap.add_argument("--seed", type=int, default=4242)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--md", type=Path, default=None, help="also write the markdown table here")
+    ap.add_argument("--dictionary", action="append", default=[], metavar="NAME=DIR",
+                    help="run the same programs through another concept set (e.g. a shared SAE)")
+    ap.add_argument("--alphas", default="0.25,0.5,1,1.5,2,3", help="difference-of-means strengths")
     args = ap.parse_args()
 
     import steerlang
@@ -69,11 +81,86 @@ def main() -> None:
         row["seconds"] = round(time.perf_counter() - t0, 1)
         row["examples"] = [[s.caption, o] for s, o in zip(cats[:5], outputs[:5], strict=True)]
         report[name] = row
+    for spec in args.dictionary:
+        name, _, folder = spec.partition("=")
+        if not Path(folder).exists():
+            report[f"steerlang[{name}]"] = {"status": "not built", "dictionary": folder}
+            continue
+        other = steerlang.load_session("toyworld", folder)
+        for op, text in programs.items():
+            prog = other.compile(text.replace('dictionary "toyworld"', f'dictionary "{other.concepts.name}"'), file=f"{op}.stl")
+            res = other.run(prog, images=[render(s) for s in cats], trace=False)
+            report[f"steerlang[{name}].{op}"] = score([r.output for r in res], cats, "cat", "dog" if op == "replace" else None)
+    report["baselines"] = run_baselines(session.bundle, cats, controls, [float(a) for a in args.alphas.split(",")])
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
+    if args.md:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        args.md.write_text(markdown(report))
+
+
+def run_baselines(bundle, cats: list, controls: list, alphas: list[float]) -> dict:  # noqa: ANN001
+    from baselines import ablation_edit, dom_edit, generate_with_edit, patch_kinds, reference
+
+    from steerlang.world.scenes import KINDS, render
+
+    ref = reference(bundle)
+    images, ctl_images = [render(s) for s in cats], [render(s) for s in controls]
+    ctl_base = generate_with_edit(bundle, ctl_images, lambda _i, h: h)
+    out: dict = {}
+    for op, new in (("remove", None), ("replace", "dog")):
+        sweep = []
+        for a in alphas:
+            row = score(generate_with_edit(bundle, images, dom_edit(ref, a, "cat", new)), cats, "cat", new)
+            ctl = generate_with_edit(bundle, ctl_images, dom_edit(ref, a, "cat", new))
+            row.update(alpha=a, controls_unchanged=float(np.mean([c == b for c, b in zip(ctl, ctl_base, strict=True)])))
+            sweep.append(row)
+        key = "replacement" if new else "removal"
+        keep = [r for r in sweep if r["preservation"] >= 0.95]
+        out[f"dom.{op}"] = {"best": max(keep, key=lambda r: r[key]) if keep else None,
+                            "best_any": max(sweep, key=lambda r: r[key]), "sweep": sweep}
+        cat = KINDS.index("cat")
+        masks = [patch_kinds(s, 1) == cat for s in cats]  # any cat pixel: the oracle mask
+        for how in (("zero", "mean") if new is None else ("prototype",)):
+            out[f"ablate_{how}.{op}"] = score(generate_with_edit(bundle, images, ablation_edit(ref, masks, how, new)), cats, "cat", new)
+    return out
+
+
+def markdown(report: dict) -> str:
+    """One table: removal and replacement with preservation, steerlang and each baseline."""
+    rows = ["| method | removal | preservation | replacement | preservation | controls unchanged (remove / replace) |",
+            "|---|---|---|---|---|---|"]
+
+    def cell(r: dict | None, key: str) -> str:
+        return "-" if not r or key not in r else f"{r[key]:.3f}"
+
+    rem, rep = report["remove"], report["replace"]
+    rows.append(f"| steerlang `off cat` / `replace cat with dog` (shipped concepts) | {cell(rem, 'removal')} | {cell(rem, 'preservation')} | "
+                f"{cell(rep, 'replacement')} | {cell(rep, 'preservation')} | {cell(rem, 'controls_unchanged')} / {cell(rep, 'controls_unchanged')} |")
+    for key, val in report.items():
+        if key.startswith("steerlang[") and key.endswith(".remove"):
+            r2 = report.get(key[:-7] + ".replace", {})
+            rows.append(f"| steerlang through {key[:-7]} | {cell(val, 'removal')} | {cell(val, 'preservation')} | {cell(r2, 'replacement')} | "
+                        f"{cell(r2, 'preservation')} | - |")
+        elif key.startswith("steerlang[") and val.get("status") == "not built":
+            rows.append(f"| steerlang through {key} | not built | | | | |")
+    b = report["baselines"]
+    dr, dp = b["dom.remove"]["best"], b["dom.replace"]["best"]
+    rows.append(f"| difference of means, best strength with preservation >= 0.95 (alpha {dr['alpha'] if dr else '-'} / "
+                f"{dp['alpha'] if dp else '-'}) | {cell(dr, 'removal')} | {cell(dr, 'preservation')} | {cell(dp, 'replacement')} | "
+                f"{cell(dp, 'preservation')} | {cell(dr, 'controls_unchanged')} / {cell(dp, 'controls_unchanged')} |")
+    dr, dp = b["dom.remove"]["best_any"], b["dom.replace"]["best_any"]
+    rows.append(f"| difference of means, best strength at any preservation (alpha {dr['alpha']} / {dp['alpha']}) | {cell(dr, 'removal')} | "
+                f"{cell(dr, 'preservation')} | {cell(dp, 'replacement')} | {cell(dp, 'preservation')} | "
+                f"{cell(dr, 'controls_unchanged')} / {cell(dp, 'controls_unchanged')} |")
+    z, m, p = b["ablate_zero.remove"], b["ablate_mean.remove"], b["ablate_prototype.replace"]
+    rows.append(f"| ground-truth patches zeroed (VISTA vision-only) / dog prototype written | {cell(z, 'removal')} | {cell(z, 'preservation')} | "
+                f"{cell(p, 'replacement')} | {cell(p, 'preservation')} | - |")
+    rows.append(f"| ground-truth patches set to the mean image state | {cell(m, 'removal')} | {cell(m, 'preservation')} | - | - | - |")
+    return "\n".join(rows) + "\n"
 
 
 if __name__ == "__main__":

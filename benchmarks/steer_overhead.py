@@ -1,14 +1,16 @@
-"""Steered / unsteered generation time for a one-concept edit: sparse and dense SAE paths.
+"""Steered / unsteered generation time: sparse and dense SAE paths, one concept and many, nnsight.
 
 A random LLaVA-style model (Llama of --hidden, --layers blocks; a small CLIP tower), a prompt of
---prompt-tokens tokens (81 image tokens + text), --tokens greedy new tokens, and a concept set with
-one SAE of --d-sae latents at --layer, a one-latent concept edited (`set c = 4`) at every
-position of every forward step. Unsteered, sparse-steered and dense-steered generations are
-interleaved --repeats times in one process (timings on shared CPUs are noisy: compare ratios of
-medians, and of minima, taken together). Prints one JSON object.
+--prompt-tokens tokens (81 image tokens + text), --tokens greedy new tokens, and concept sets on an
+SAE of --d-sae latents: "one" = a one-latent concept edited (`set c = 4`) at --layer, "many" =
+--many concepts edited at --layer and --layer + 1; each on the sparse path (only the edited latents
+are encoded) and the dense one (the whole SAE). With --nnsight, the one-latent edit written with
+nnsight (installed on demand) runs in the same process. All modes are interleaved --repeats times
+(timings on shared CPUs are noisy: compare ratios of medians, and of minima, taken together).
+Prints one JSON object.
 
-    python benchmarks/steer_overhead.py                 # hidden 1024, 8 layers, 16,384 latents
-    python benchmarks/steer_overhead.py --quick         # a smaller model, for a smoke run
+    python benchmarks/steer_overhead.py --nnsight        # hidden 1024, 8 layers, 16,384 latents
+    python benchmarks/steer_overhead.py --quick          # a smaller model, for a smoke run
 """
 
 from __future__ import annotations
@@ -39,23 +41,60 @@ def build_model(hidden: int, layers: int, vocab: int = 64):  # noqa: ANN201
     return model
 
 
-def build_concepts(root: Path, hidden: int, d_sae: int, layer: int, arch: str):  # noqa: ANN201
+def build_concepts(root: Path, hidden: int, d_sae: int, layers: list[int], arch: str, n_concepts: int):  # noqa: ANN201
+    """One random SAE (used at each of `layers`) and `n_concepts` one-latent concepts c0, c1, ..."""
     from steerlang.dictionary.concepts import Concept, LatentGroup, load_concept_set, save_concept_set
     from steerlang.dictionary.io import save_dictionary
     from steerlang.dictionary.sae import SAEConfig, make_sae
 
-    sae = make_sae(SAEConfig(architecture=arch, d_in=hidden, d_sae=d_sae, k=32 if arch == "topk" else None, layer=layer))
+    sae = make_sae(SAEConfig(architecture=arch, d_in=hidden, d_sae=d_sae, k=32 if arch == "topk" else None, layer=layers[0]))
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         sae.W_enc.copy_(torch.randn(hidden, d_sae, generator=g) / hidden**0.5)
         sae.W_dec.copy_(torch.randn(d_sae, hidden, generator=g) / hidden**0.5)
         sae.b_enc.fill_(-0.05)
     save_dictionary(sae, root / "sae")
-    saes = [{"layer": layer, "modality": m, "path": "sae"} for m in ("image", "text")]
-    (root / "saes.json").write_text(json.dumps({"model": "bench", "layers": [layer], "saes": saes}))
-    groups = tuple(LatentGroup(layer, m, (7,), (1.0,)) for m in ("image", "text"))  # type: ignore[arg-type]
-    save_concept_set(root, name="bench", model="bench", layers=[layer], concepts=[Concept("joint", 0, "c", (), groups)])
-    return load_concept_set(root)
+    saes = [{"layer": layer, "modality": m, "path": "sae"} for layer in layers for m in ("image", "text")]
+    (root / "saes.json").write_text(json.dumps({"model": "bench", "layers": layers, "saes": saes}))
+    concepts = [Concept("joint", i, f"c{i}", (), tuple(LatentGroup(layer, m, (7 + 37 * i,), (1.0,))  # type: ignore[arg-type]
+                                                    for layer in layers for m in ("image", "text")))
+                for i in range(n_concepts)]
+    save_concept_set(root, name="bench", model="bench", layers=layers, concepts=concepts)
+    return load_concept_set(root), sae
+
+
+def program_text(n_concepts: int, layers: list[int]) -> str:
+    lets = [f'let c{i} = concept "c{i}"' for i in range(n_concepts)]
+    edits = [f"steer all at layer {layer} {{ set c{i} = 4 }}" for i in range(n_concepts) for layer in layers]
+    return "\n".join(lets + edits)
+
+
+def nnsight_generate(model, inputs: dict, sae, layer: int, tokens: int):  # noqa: ANN001, ANN201
+    """The same one-latent edit (`set` latent 7 to 4 at every position of the input of block
+    `layer`, keeping the SAE error) written with nnsight; None if nnsight cannot be installed."""
+    try:
+        import nnsight  # noqa: F401
+    except ImportError:
+        import subprocess
+        import sys
+
+        if subprocess.run([sys.executable, "-m", "pip", "install", "-q", "nnsight"], check=False).returncode != 0:
+            return None
+    from nnsight import NNsight
+
+    wrapped = NNsight(model)
+    blocks = wrapped.model.language_model.layers
+    w_enc, b_enc, w_dec = sae.W_enc[:, 7], sae.b_enc[7], sae.W_dec[7]
+    b_dec = sae.b_dec
+
+    def run() -> None:
+        with torch.no_grad(), wrapped.generate(**inputs, max_new_tokens=tokens, do_sample=False, pad_token_id=0) as tracer:
+            with tracer.all():
+                h = blocks[layer].inputs[0][0]
+                z = torch.relu((h - b_dec) @ w_enc + b_enc)
+                blocks[layer].inputs[0][0][:] = h + (4.0 - z)[..., None] * w_dec
+
+    return run
 
 
 def main() -> None:
@@ -70,6 +109,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--many", type=int, default=16, help="concepts in the 'many' setting (over --layer and --layer + 1)")
+    ap.add_argument("--nnsight", action="store_true", help="also time the one-latent edit written with nnsight (installs it)")
     ap.add_argument("--quick", action="store_true", help="hidden 256, 4 layers, 4,096 latents, 3 repeats")
     a = ap.parse_args()
     if a.quick:
@@ -89,42 +130,45 @@ def main() -> None:
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
               "pixel_values": torch.randn(a.batch, 3, 72, 72, generator=g)}
     with tempfile.TemporaryDirectory() as tmp:
-        cs = build_concepts(Path(tmp), a.hidden, a.d_sae, a.layer, a.arch)
-        prog = compile_program(f"let c = concept \"c\"\nsteer all at layer {a.layer} {{ set c = 4 }}", cs)
-        plans = {mode: compile_plan(prog, cs, n_layers=adapter.n_layers, hidden_size=adapter.hidden_size,
-                                    dense=mode == "dense", trace=False) for mode in ("sparse", "dense")}
-
-        def gen(mode: str | None) -> tuple[float, torch.Tensor]:
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                if mode is None:
-                    out = model.generate(**inputs, max_new_tokens=a.tokens, do_sample=False, pad_token_id=0)
-                else:
-                    with Steerer(adapter, plans[mode], trace=False):
-                        out = model.generate(**inputs, max_new_tokens=a.tokens, do_sample=False, pad_token_id=0)
-            return time.perf_counter() - t0, out
-
-        modes = [None, "sparse", "dense"]
-        for m in modes:  # warm-up
-            gen(m)
-        times: dict[str, list[float]] = {"unsteered": [], "sparse": [], "dense": []}
-        outs: dict[str, torch.Tensor] = {}
-        for _ in range(a.repeats):
-            for m in modes:
-                t, out = gen(m)
-                times[m or "unsteered"].append(t)
-                outs[m or "unsteered"] = out
+        settings = {"one": (1, [a.layer]), "many": (a.many, [a.layer, a.layer + 1])}
+        plans, sae = {}, None
+        for name, (n, layers) in settings.items():
+            cs, sae_n = build_concepts(Path(tmp) / name, a.hidden, a.d_sae, layers, a.arch, n)
+            sae = sae if sae is not None else sae_n
+            prog = compile_program(program_text(n, layers), cs)
+            for mode in ("sparse", "dense"):
+                plans[f"{name}.{mode}"] = compile_plan(prog, cs, n_layers=adapter.n_layers, hidden_size=adapter.hidden_size,
+                                                       dense=mode == "dense", trace=False)
+        runners = {"unsteered": lambda: model.generate(**inputs, max_new_tokens=a.tokens, do_sample=False, pad_token_id=0)}
+        for key, plan in plans.items():
+            def steered(plan=plan):  # noqa: ANN001, ANN202
+                with Steerer(adapter, plan, trace=False):
+                    return model.generate(**inputs, max_new_tokens=a.tokens, do_sample=False, pad_token_id=0)
+            runners[key] = steered
+        if a.nnsight:
+            nn_run = nnsight_generate(model, inputs, sae, a.layer, a.tokens)
+            if nn_run is not None:
+                runners["nnsight.one.dense"] = nn_run
+        times: dict[str, list[float]] = {k: [] for k in runners}
+        outs: dict[str, object] = {}
+        with torch.no_grad():
+            for k, fn in runners.items():  # warm-up
+                fn()
+            for _ in range(a.repeats):
+                for k, fn in runners.items():  # interleaved: drifts of a shared machine hit every mode alike
+                    t0 = time.perf_counter()
+                    outs[k] = fn()
+                    times[k].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
+    base, base_min = med["unsteered"], min(times["unsteered"])
     print(json.dumps({
         "config": {k: getattr(a, k) for k in ("hidden", "layers", "d_sae", "layer", "arch", "prompt_tokens", "tokens", "batch",
-                                             "repeats", "threads")},
+                                             "repeats", "threads", "many")},
         "median_s": {k: round(v, 4) for k, v in med.items()},
-        "ratio_sparse": round(med["sparse"] / med["unsteered"], 3),
-        "ratio_dense": round(med["dense"] / med["unsteered"], 3),
-        "ratio_sparse_min": round(min(times["sparse"]) / min(times["unsteered"]), 3),
-        "ratio_dense_min": round(min(times["dense"]) / min(times["unsteered"]), 3),
-        "sparse_equals_dense_tokens": bool(torch.equal(outs["sparse"], outs["dense"])),
-        "steered_differs_from_unsteered": not bool(torch.equal(outs["sparse"], outs["unsteered"])),
+        "ratio": {k: round(v / base, 3) for k, v in med.items() if k != "unsteered"},
+        "ratio_min": {k: round(min(times[k]) / base_min, 3) for k in times if k != "unsteered"},
+        "sparse_equals_dense_tokens": bool(torch.equal(outs["one.sparse"], outs["one.dense"])),  # type: ignore[arg-type]
+        "steered_differs_from_unsteered": not bool(torch.equal(outs["one.sparse"], outs["unsteered"])),  # type: ignore[arg-type]
         "times_s": {k: [round(x, 4) for x in v] for k, v in times.items()},
     }, indent=1))
 
