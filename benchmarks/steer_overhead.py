@@ -1,15 +1,14 @@
-"""Steered / unsteered generation time: sparse and dense SAE paths, one concept and many, nnsight.
+"""Steered / unsteered generation time: sparse and dense SAE paths, one concept and many.
 
 A random LLaVA-style model (Llama of --hidden, --layers blocks; a small CLIP tower), a prompt of
 --prompt-tokens tokens (81 image tokens + text), --tokens greedy new tokens, and concept sets on an
 SAE of --d-sae latents: "one" = a one-latent concept edited (`set c = 4`) at --layer, "many" =
 --many concepts edited at --layer and --layer + 1; each on the sparse path (only the edited latents
-are encoded) and the dense one (the whole SAE). With --nnsight, the one-latent edit written with
-nnsight (installed on demand) runs in the same process. All modes are interleaved --repeats times
+are encoded) and the dense one (the whole SAE). All modes are interleaved --repeats times
 (timings on shared CPUs are noisy: compare ratios of medians, and of minima, taken together).
 Prints one JSON object.
 
-    python benchmarks/steer_overhead.py --nnsight        # hidden 1024, 8 layers, 16,384 latents
+    python benchmarks/steer_overhead.py                  # hidden 1024, 8 layers, 16,384 latents
     python benchmarks/steer_overhead.py --quick          # a smaller model, for a smoke run
 """
 
@@ -69,34 +68,6 @@ def program_text(n_concepts: int, layers: list[int]) -> str:
     return "\n".join(lets + edits)
 
 
-def nnsight_generate(model, inputs: dict, sae, layer: int, tokens: int):  # noqa: ANN001, ANN201
-    """The same one-latent edit (`set` latent 7 to 4 at every position of the input of block
-    `layer`, keeping the SAE error) written with nnsight; None if nnsight cannot be installed."""
-    try:
-        import nnsight  # noqa: F401
-    except ImportError:
-        import subprocess
-        import sys
-
-        if subprocess.run([sys.executable, "-m", "pip", "install", "-q", "nnsight"], check=False).returncode != 0:
-            return None
-    from nnsight import NNsight
-
-    wrapped = NNsight(model)
-    blocks = wrapped.model.language_model.layers
-    w_enc, b_enc, w_dec = sae.W_enc[:, 7], sae.b_enc[7], sae.W_dec[7]
-    b_dec = sae.b_dec
-
-    def run() -> None:
-        with torch.no_grad(), wrapped.generate(**inputs, max_new_tokens=tokens, do_sample=False, pad_token_id=0) as tracer:
-            with tracer.all():
-                h = blocks[layer].inputs[0][0]
-                z = torch.relu((h - b_dec) @ w_enc + b_enc)
-                blocks[layer].inputs[0][0][:] = h + (4.0 - z)[..., None] * w_dec
-
-    return run
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hidden", type=int, default=1024)
@@ -110,7 +81,6 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--many", type=int, default=16, help="concepts in the 'many' setting (over --layer and --layer + 1)")
-    ap.add_argument("--nnsight", action="store_true", help="also time the one-latent edit written with nnsight (installs it)")
     ap.add_argument("--quick", action="store_true", help="hidden 256, 4 layers, 4,096 latents, 3 repeats")
     a = ap.parse_args()
     if a.quick:
@@ -131,10 +101,9 @@ def main() -> None:
               "pixel_values": torch.randn(a.batch, 3, 72, 72, generator=g)}
     with tempfile.TemporaryDirectory() as tmp:
         settings = {"one": (1, [a.layer]), "many": (a.many, [a.layer, a.layer + 1])}
-        plans, sae = {}, None
+        plans = {}
         for name, (n, layers) in settings.items():
-            cs, sae_n = build_concepts(Path(tmp) / name, a.hidden, a.d_sae, layers, a.arch, n)
-            sae = sae if sae is not None else sae_n
+            cs, _sae = build_concepts(Path(tmp) / name, a.hidden, a.d_sae, layers, a.arch, n)
             prog = compile_program(program_text(n, layers), cs)
             for mode in ("sparse", "dense"):
                 plans[f"{name}.{mode}"] = compile_plan(prog, cs, n_layers=adapter.n_layers, hidden_size=adapter.hidden_size,
@@ -145,14 +114,10 @@ def main() -> None:
                 with Steerer(adapter, plan, trace=False):
                     return model.generate(**inputs, max_new_tokens=a.tokens, do_sample=False, pad_token_id=0)
             runners[key] = steered
-        if a.nnsight:
-            nn_run = nnsight_generate(model, inputs, sae, a.layer, a.tokens)
-            if nn_run is not None:
-                runners["nnsight.one.dense"] = nn_run
         times: dict[str, list[float]] = {k: [] for k in runners}
         outs: dict[str, object] = {}
         with torch.no_grad():
-            for k, fn in runners.items():  # warm-up
+            for fn in runners.values():  # warm-up
                 fn()
             for _ in range(a.repeats):
                 for k, fn in runners.items():  # interleaved: drifts of a shared machine hit every mode alike
