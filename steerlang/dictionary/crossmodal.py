@@ -1,0 +1,276 @@
+"""Joint image/text dictionaries and their cross-modal metrics (issue 4, METRICS.md "Cross-modal").
+
+Two joint models besides the aligned-separate pair (`align.py`):
+
+- `SharedSAE` ("shared", SAE-V style): one TopK SAE trained on image-patch and caption-token rows
+  together; a latent is cross-modal when it fires on both.
+- `VLSAE` ("vlsae", VL-SAE style): inputs are L2-normalised, the encoder scores each latent by the
+  cosine between the input and the latent's encoder direction (a distance-based encoder), keeps the
+  TopK, and decodes through modality-specific decoders (one for image rows, one for text rows) that
+  share the latent code.
+
+Both are a page of torch each, train with Adam on FVU, and save as safetensors + JSON (atomic).
+Metric functions take plain arrays: codes pooled per scene, latent activation mass, directions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from steerlang.atomic import write_text
+
+IMAGE, TEXT = 0, 1
+
+
+# ------------------------------------------------------------------------------------------ models
+@dataclass
+class JointConfig:
+    arch: str  # "shared" | "vlsae"
+    d_in: int
+    d_sae: int
+    k: int
+    seed: int = 0
+
+
+class SharedSAE(nn.Module):
+    """One TopK SAE over both modalities (modality argument ignored)."""
+
+    def __init__(self, cfg: JointConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        g = torch.Generator().manual_seed(cfg.seed)
+        w = torch.randn(cfg.d_sae, cfg.d_in, generator=g)
+        w = w / w.norm(dim=1, keepdim=True)
+        self.W_dec = nn.Parameter(w.clone())
+        self.W_enc = nn.Parameter(w.T.clone())
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
+
+    def encode(self, x: Tensor, modality: Tensor | None = None) -> Tensor:
+        pre = (x - self.b_dec) @ self.W_enc + self.b_enc
+        v, i = pre.topk(self.cfg.k, dim=-1)
+        return torch.zeros_like(pre).scatter_(-1, i, v.relu())
+
+    def decode(self, z: Tensor, modality: Tensor | None = None) -> Tensor:
+        return z @ self.W_dec + self.b_dec
+
+    def decoder(self, modality: int) -> Tensor:
+        return self.W_dec.detach()
+
+
+class VLSAE(nn.Module):
+    """Cosine encoder + TopK + one decoder per modality (VL-SAE style)."""
+
+    def __init__(self, cfg: JointConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        g = torch.Generator().manual_seed(cfg.seed)
+        self.E = nn.Parameter(torch.randn(cfg.d_sae, cfg.d_in, generator=g))  # encoder directions
+        w = torch.randn(2, cfg.d_sae, cfg.d_in, generator=g)
+        self.W_dec = nn.Parameter(w / w.norm(dim=-1, keepdim=True))  # [modality, d_sae, d_in]
+        self.b_dec = nn.Parameter(torch.zeros(2, cfg.d_in))
+        self.scale = nn.Parameter(torch.ones(2))  # per-modality norm of the reconstruction
+
+    def encode(self, x: Tensor, modality: Tensor | None = None) -> Tensor:
+        xn = nn.functional.normalize(x, dim=-1)
+        sim = xn @ nn.functional.normalize(self.E, dim=-1).T  # cosine to each latent direction
+        v, i = sim.topk(self.cfg.k, dim=-1)
+        return torch.zeros_like(sim).scatter_(-1, i, v.relu())
+
+    def decode(self, z: Tensor, modality: Tensor) -> Tensor:
+        m = modality.long()
+        out = torch.zeros(z.shape[0], self.cfg.d_in)
+        for j in (IMAGE, TEXT):
+            sel = m == j
+            out = out.index_put((sel,), z[sel] @ self.W_dec[j])
+        return out + self.b_dec[m]
+
+    def target(self, x: Tensor) -> Tensor:
+        return nn.functional.normalize(x, dim=-1)
+
+    def decoder(self, modality: int) -> Tensor:
+        return self.W_dec[modality].detach()
+
+
+def make_joint(cfg: JointConfig) -> nn.Module:
+    return {"shared": SharedSAE, "vlsae": VLSAE}[cfg.arch](cfg)
+
+
+def train_joint(x: Tensor, modality: Tensor, cfg: JointConfig, *, steps: int = 600, batch: int = 1024,
+                lr: float = 2e-3, progress: bool = False) -> tuple[nn.Module, list[float]]:
+    """Adam on FVU over balanced batches (half image rows, half text rows), seeded."""
+    torch.manual_seed(cfg.seed)
+    model = make_joint(cfg)
+    with torch.no_grad():
+        if isinstance(model, SharedSAE):
+            model.b_dec.copy_(x.mean(0))
+        else:
+            for j in (IMAGE, TEXT):
+                if (modality == j).any():
+                    model.b_dec[j].copy_(nn.functional.normalize(x[modality == j], dim=-1).mean(0))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(cfg.seed)
+    pools = [torch.nonzero(modality == j).flatten() for j in (IMAGE, TEXT)]
+    pools = [p for p in pools if len(p)]
+    hist: list[float] = []
+    it = range(steps)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc=f"train {cfg.arch}", leave=False)
+    for _ in it:
+        idx = torch.cat([p[torch.randint(len(p), (batch // len(pools),), generator=g)] for p in pools])
+        xb, mb = x[idx], modality[idx]
+        tgt = model.target(xb) if isinstance(model, VLSAE) else xb
+        rec = model.decode(model.encode(xb, mb), mb)
+        loss = ((rec - tgt) ** 2).sum(-1).mean() / ((tgt - tgt.mean(0)) ** 2).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():  # unit-norm decoder rows
+            model.W_dec.div_(model.W_dec.norm(dim=-1, keepdim=True).clamp(min=1e-8))
+        hist.append(float(loss.detach()))
+    return model, hist
+
+
+def save_joint(model: nn.Module, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / f".weights.safetensors.tmp-{os.getpid()}"
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, path / "weights.safetensors")
+    write_text(path / "cfg.json", json.dumps(asdict(model.cfg), indent=1))
+    return path
+
+
+def load_joint(path: str | os.PathLike) -> nn.Module:
+    path = Path(path)
+    cfg = JointConfig(**json.loads((path / "cfg.json").read_text()))
+    model = make_joint(cfg)
+    model.load_state_dict(load_file(str(path / "weights.safetensors")))
+    return model
+
+
+# ----------------------------------------------------------------------------------------- metrics
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return a @ b.T
+
+
+def retrieval(q: np.ndarray, keys: np.ndarray, captions: list[str] | None = None,
+              ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, dict[int, float]]:
+    """R@k of query i against keys by cosine.
+
+    strict: the own key i must rank in the top k, ties with other keys counted against.
+    caption: a key counts as relevant when its caption equals the query's caption; R@k = whether
+    the best-ranked relevant key is in the top k, ties with irrelevant keys counted against.
+    """
+    sim = _cos(q, keys)
+    own = np.diag(sim)
+    rank = (sim > own[:, None]).sum(1) + (sim == own[:, None]).sum(1) - 1
+    out = {"strict": {k: float((rank < k).mean()) for k in ks}}
+    if captions is not None:
+        cap = np.asarray(captions)
+        rel = cap[:, None] == cap[None, :]
+        best = np.where(rel, sim, -np.inf).max(1)
+        crank = ((sim >= best[:, None]) & ~rel).sum(1)
+        out["caption"] = {k: float((crank < k).mean()) for k in ks}
+    return out
+
+
+def intra_inter_similarity(z_img: np.ndarray, z_txt: np.ndarray) -> dict[str, float]:
+    """VL-SAE: mean cosine of pooled codes within a modality (over distinct pairs) and between the
+    paired image and text of the same sample (inter)."""
+    def intra(z: np.ndarray) -> float:
+        s = _cos(z, z)
+        n = len(z)
+        return float((s.sum() - np.trace(s)) / max(n * (n - 1), 1))
+    inter = float(np.mean(np.diag(_cos(z_img, z_txt))))
+    return {"intra_image": intra(z_img), "intra_text": intra(z_txt), "inter": inter}
+
+
+def modality_mass(mass_img: np.ndarray, mass_txt: np.ndarray) -> np.ndarray:
+    """Per latent: fraction of its activation mass on image rows (mean activation per row of each
+    modality, so the two modalities weigh equally regardless of row counts). NaN for dead latents."""
+    tot = mass_img + mass_txt
+    return np.where(tot > 0, mass_img / np.where(tot > 0, tot, 1), np.nan)
+
+
+def cross_modal_weight(mass_img: np.ndarray, mass_txt: np.ndarray) -> np.ndarray:
+    """SAE-V style per-latent cross-modal weight: min(img, txt) / max(img, txt) of the per-row mean
+    activations (1 = equally used by both modalities, 0 = one modality only). NaN for dead latents."""
+    hi = np.maximum(mass_img, mass_txt)
+    return np.where(hi > 0, np.minimum(mass_img, mass_txt) / np.where(hi > 0, hi, 1), np.nan)
+
+
+def ratio_histogram(ratio: np.ndarray, bins: int = 10) -> list[int]:
+    r = ratio[~np.isnan(ratio)]
+    return np.histogram(r, bins=bins, range=(0.0, 1.0))[0].tolist()
+
+
+def direction_angles(dec_img: np.ndarray, dec_txt: np.ndarray) -> np.ndarray:
+    """Angle in degrees between each joint concept's image direction and text direction (rows paired)."""
+    c = np.sum(dec_img * dec_txt, 1) / np.maximum(
+        np.linalg.norm(dec_img, axis=1) * np.linalg.norm(dec_txt, axis=1), 1e-12)
+    return np.degrees(np.arccos(np.clip(c, -1, 1)))
+
+
+def matching_rate(z_img: np.ndarray, names: list[str | None], captions: list[str], top: int = 3,
+                  exclude: np.ndarray | None = None) -> float:
+    """Per image: its top-`top` latents by pooled activation (minus `exclude`d ones); a match when
+    any of their names is a word of the image's caption (METRICS.md)."""
+    z = z_img.copy()
+    if exclude is not None:
+        z[:, exclude] = -np.inf
+    hits = 0
+    for zi, cap in zip(z, captions, strict=True):
+        words = set(cap.split())
+        best = np.argsort(-zi)[:top]
+        hits += any(names[j] is not None and names[j] in words and zi[j] > 0 for j in best)
+    return hits / max(len(captions), 1)
+
+
+def pool_max(z: Tensor, group: Tensor, n_groups: int) -> np.ndarray:
+    """Max of every latent over the rows of each group (scene): [n_groups, d_sae]."""
+    out = torch.zeros(n_groups, z.shape[1])
+    out.index_reduce_(0, group.long(), z.clamp(min=0), "amax", include_self=True)
+    return out.numpy()
+
+
+def pool_mean(z: Tensor, group: Tensor, n_groups: int) -> np.ndarray:
+    out = torch.zeros(n_groups, z.shape[1])
+    out.index_add_(0, group.long(), z)
+    cnt = torch.bincount(group.long(), minlength=n_groups).clamp(min=1)
+    return (out / cnt[:, None]).numpy()
+
+
+def evaluate_joint(model: nn.Module, x_img: Tensor, img_scene: Tensor, x_txt: Tensor, txt_scene: Tensor,
+                   captions: list[str], pool: str = "mean") -> dict:
+    """All metrics of a joint model on held-out rows (shared latent space: no mapping needed)."""
+    n = len(captions)
+    with torch.no_grad():
+        zi = model.encode(x_img, torch.full((len(x_img),), IMAGE))
+        zt = model.encode(x_txt, torch.full((len(x_txt),), TEXT))
+    pf = pool_mean if pool == "mean" else pool_max
+    pi, pt = pf(zi, img_scene, n), pf(zt, txt_scene, n)
+    mi, mt = zi.mean(0).numpy(), zt.mean(0).numpy()
+    ratio = modality_mass(mi, mt)
+    cmw = cross_modal_weight(mi, mt)
+    both = (mi > 0) & (mt > 0)
+    ang = direction_angles(model.decoder(IMAGE).numpy()[both], model.decoder(TEXT).numpy()[both])
+    return {
+        "i2t": retrieval(pi, pt, captions), "t2i": retrieval(pt, pi, captions),
+        "similarity": intra_inter_similarity(pi, pt),
+        "cross_modal_weight_mean": float(np.nanmean(cmw)) if np.isfinite(cmw).any() else 0.0,
+        "ratio_histogram": ratio_histogram(ratio),
+        "joint_latents": int(both.sum()),
+        "angle_median_deg": float(np.median(ang)) if len(ang) else float("nan"),
+    }
