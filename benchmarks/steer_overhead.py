@@ -10,13 +10,21 @@ Prints one JSON object.
 
     python benchmarks/steer_overhead.py                  # hidden 1024, 8 layers, 16,384 latents
     python benchmarks/steer_overhead.py --quick          # a smaller model, for a smoke run
+
+"nnsight.one" does the same one-latent edit as "one.sparse" (encode that latent, set it to 4, add
+the decoder-row delta, at every position but <s> of every step) written as an nnsight trace around
+`generate`; nnsight is optional: the script pip-installs it into the running interpreter's
+environment when it is missing (--no-nnsight skips it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import importlib.util
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,6 +76,42 @@ def program_text(n_concepts: int, layers: list[int]) -> str:
     return "\n".join(lets + edits)
 
 
+def ensure_nnsight() -> str | None:
+    """Import nnsight, pip-installing it into this interpreter's environment if missing; its version or None."""
+    if importlib.util.find_spec("nnsight") is None:
+        r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "nnsight"], check=False)
+        if r.returncode != 0:
+            return None
+    import nnsight
+
+    return str(getattr(nnsight, "__version__", "?"))
+
+
+def nnsight_runner(model, inputs: dict, sae, latent: int, layer: int, value: float, tokens: int):  # noqa: ANN001, ANN201
+    """Generation with `set latent = value` at the input of LM block `layer`, as an nnsight trace."""
+    import nnsight
+
+    nm = nnsight.NNsight(model)
+    w_enc, b_enc = sae.W_enc[:, latent].detach().clone(), sae.b_enc[latent].detach().clone()
+    w_dec, b_dec = sae.W_dec[latent].detach().clone(), sae.b_dec.detach().clone()
+    apply_b_dec = bool(sae.cfg.apply_b_dec_to_input)
+
+    def run():  # noqa: ANN202
+        block = nm.model.language_model.layers[layer]
+        with nm.trace(**inputs, fn=model.generate, max_new_tokens=tokens, do_sample=False, pad_token_id=0) as tr:
+            for step in tr.iter[:tokens]:
+                h = block.inputs[0][0]
+                x = h - b_dec if apply_b_dec else h
+                z = torch.relu(x @ w_enc + b_enc)  # the one latent: [B, T]
+                delta = (value - z).unsqueeze(-1) * w_dec
+                if step == 0:
+                    delta[:, 0] = 0  # <s> is outside every scope
+                h[:] = h + delta
+            out = tr.result.save()
+        return out
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hidden", type=int, default=1024)
@@ -81,6 +125,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--many", type=int, default=16, help="concepts in the 'many' setting (over --layer and --layer + 1)")
+    ap.add_argument("--no-nnsight", action="store_true", help="skip the nnsight row")
     ap.add_argument("--quick", action="store_true", help="hidden 256, 4 layers, 4,096 latents, 3 repeats")
     a = ap.parse_args()
     if a.quick:
@@ -101,9 +146,9 @@ def main() -> None:
               "pixel_values": torch.randn(a.batch, 3, 72, 72, generator=g)}
     with tempfile.TemporaryDirectory() as tmp:
         settings = {"one": (1, [a.layer]), "many": (a.many, [a.layer, a.layer + 1])}
-        plans = {}
+        plans, saes = {}, {}
         for name, (n, layers) in settings.items():
-            cs, _sae = build_concepts(Path(tmp) / name, a.hidden, a.d_sae, layers, a.arch, n)
+            cs, saes[name] = build_concepts(Path(tmp) / name, a.hidden, a.d_sae, layers, a.arch, n)
             prog = compile_program(program_text(n, layers), cs)
             for mode in ("sparse", "dense"):
                 plans[f"{name}.{mode}"] = compile_plan(prog, cs, n_layers=adapter.n_layers, hidden_size=adapter.hidden_size,
@@ -114,6 +159,9 @@ def main() -> None:
                 with Steerer(adapter, plan, trace=False):
                     return model.generate(**inputs, max_new_tokens=a.tokens, do_sample=False, pad_token_id=0)
             runners[key] = steered
+        nnsight_version = None if a.no_nnsight else ensure_nnsight()
+        if nnsight_version is not None:
+            runners["nnsight.one"] = nnsight_runner(model, inputs, saes["one"], 7, a.layer, 4.0, a.tokens)
         times: dict[str, list[float]] = {k: [] for k in runners}
         outs: dict[str, object] = {}
         with torch.no_grad():
@@ -133,6 +181,9 @@ def main() -> None:
         "ratio": {k: round(v / base, 3) for k, v in med.items() if k != "unsteered"},
         "ratio_min": {k: round(min(times[k]) / base_min, 3) for k in times if k != "unsteered"},
         "sparse_equals_dense_tokens": bool(torch.equal(outs["one.sparse"], outs["one.dense"])),  # type: ignore[arg-type]
+        "nnsight": nnsight_version,
+        "nnsight_equals_sparse_tokens": (bool(torch.equal(outs["nnsight.one"], outs["one.sparse"]))  # type: ignore[arg-type]
+                                         if "nnsight.one" in outs else None),
         "steered_differs_from_unsteered": not bool(torch.equal(outs["one.sparse"], outs["unsteered"])),  # type: ignore[arg-type]
         "times_s": {k: [round(x, 4) for x in v] for k, v in times.items()},
     }, indent=1))
