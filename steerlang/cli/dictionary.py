@@ -135,3 +135,40 @@ def card_cmd(
         pics = {c.key: top_patch_grid(bundle, cs, c, count=120, top=6) for c in named}
     write_text(html_out, render_html(cs, pics))
     err_console.print(f"wrote {html_out}")
+
+
+@dict_app.command("align-eval")
+@user_errors
+def align_eval_cmd(
+    dict_dir: Path = typer.Option(Path("dictionaries/toyworld"), "--dict", help="Concept set with saes.json."),
+    layer: list[int] = typer.Option([0], "--layer", help="Layers to compare (repeatable)."),
+    model: str = typer.Option("toyworld", "--model"),
+    steps: int = typer.Option(400, "--steps", help="Training steps of the shared and VL-SAE models."),
+    pool: str = typer.Option("max", "--pool", help="Scene pooling of codes: max or mean."),
+    cache: Path = typer.Option(None, "--cache", help="Where trained joint models are kept (default: $STEERLANG_CACHE/joint)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Compare aligned-separate, shared (SAE-V style) and VL-SAE style joint dictionaries on held-out scenes."""
+    from steerlang.dictionary.api import EVAL_SCENE_SEED, TRAIN_SCENE_SEED, cache_root, harvested
+    from steerlang.dictionary.build_concepts import load_split
+    from steerlang.dictionary.crossmodal import compare_layer
+
+    cache = cache or cache_root() / "joint"
+    train_acts = harvested(model, seed=TRAIN_SCENE_SEED, count=3000)
+    held_acts = harvested(model, seed=EVAL_SCENE_SEED, count=500)
+    res = {}
+    for L in layer:
+        train = load_split(train_acts, L, TRAIN_SCENE_SEED)
+        held = load_split(held_acts, L, EVAL_SCENE_SEED)
+        res[L] = compare_layer(L, dict_dir, train, held, cache, steps=steps, pool=pool, progress=not as_json)
+    if as_json:
+        out_console.print_json(json.dumps(res))
+        return
+    out_console.print("| layer | method | i2t R@1/5/10 strict | i2t R@1/5/10 caption | t2i R@1 strict / caption | inter sim | joint latents | median angle |")
+    out_console.print("|---|---|---|---|---|---|---|---|")
+    for L, methods in res.items():
+        for name, r in methods.items():
+            s, c = r["i2t"]["strict"], r["i2t"]["caption"]
+            out_console.print(f"| {L} | {name} | {s[1]:.2f} / {s[5]:.2f} / {s[10]:.2f} | {c[1]:.2f} / {c[5]:.2f} / {c[10]:.2f} | "
+                              f"{r['t2i']['strict'][1]:.2f} / {r['t2i']['caption'][1]:.2f} | {r['similarity']['inter']:.2f} | "
+                              f"{r['joint_latents']} | {r['angle_median_deg']:.0f} |")

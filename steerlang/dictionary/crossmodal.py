@@ -274,3 +274,49 @@ def evaluate_joint(model: nn.Module, x_img: Tensor, img_scene: Tensor, x_txt: Te
         "joint_latents": int(both.sum()),
         "angle_median_deg": float(np.median(ang)) if len(ang) else float("nan"),
     }
+
+
+# ------------------------------------------------------------------------------- comparison driver
+def aligned_separate_eval(sae_img, sae_txt, train, held, pool: str = "max") -> dict:
+    """Aligned-separate (align.py): Hungarian on training-scene correlation, held-out retrieval
+    through the matching (image codes mapped into the text latent space)."""
+    from steerlang.dictionary.align import align, map_image_to_text
+
+    def pooled(split):
+        with torch.no_grad():
+            zi, zt = sae_img.encode(split.x_img), sae_txt.encode(split.x_txt)
+        pf = pool_mean if pool == "mean" else pool_max
+        return pf(zi, split.img_scene, split.n_scenes), pf(zt, split.txt_scene, split.n_scenes), zi, zt
+
+    ti, tt, _, _ = pooled(train)
+    al = align(ti, tt)
+    hi, ht, zi, zt = pooled(held)
+    mi = map_image_to_text(hi, al, ht.shape[1])
+    ang = direction_angles(sae_img.W_dec.detach().numpy()[al.image], sae_txt.W_dec.detach().numpy()[al.text])
+    return {"i2t": retrieval(mi, ht, held.captions), "t2i": retrieval(ht, mi, held.captions),
+            "similarity": intra_inter_similarity(mi, ht), "joint_latents": int(len(al.image)),
+            "angle_median_deg": float(np.median(ang)) if len(ang) else float("nan")}
+
+
+def compare_layer(layer: int, dict_dir, train, held, cache_dir, *, steps: int = 400, seed: int = 0,
+                  pool: str = "max", progress: bool = True) -> dict[str, dict]:
+    """aligned-separate vs shared vs vlsae at one layer, on the same held-out split."""
+    from steerlang.dictionary.io import load_dictionary
+
+    dict_dir = Path(dict_dir)
+    index = json.loads((dict_dir / "saes.json").read_text())
+    paths = {(int(e["layer"]), e["modality"]): dict_dir / e["path"] for e in index["saes"]}
+    out = {"aligned-separate": aligned_separate_eval(load_dictionary(paths[(layer, "image")]),
+                                                     load_dictionary(paths[(layer, "text")]), train, held, pool)}
+    x = torch.cat([train.x_img, train.x_txt])
+    m = torch.cat([torch.zeros(len(train.x_img)), torch.ones(len(train.x_txt))]).long()
+    for arch in ("shared", "vlsae"):
+        path = Path(cache_dir) / f"{arch}-L{layer}-s{seed}-n{steps}"
+        if (path / "cfg.json").exists():
+            model = load_joint(path)
+        else:
+            cfg = JointConfig(arch, x.shape[1], 1280, 16, seed)
+            model, _ = train_joint(x, m, cfg, steps=steps, progress=progress)
+            save_joint(model, path)
+        out[arch] = evaluate_joint(model, held.x_img, held.img_scene, held.x_txt, held.txt_scene, held.captions, pool)
+    return out
