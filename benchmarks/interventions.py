@@ -143,10 +143,10 @@ def markdown(report: dict) -> str:
     for key, val in report.items():
         if key.startswith("steerlang[") and key.endswith(".remove"):
             r2 = report.get(key[:-7] + ".replace", {})
-            rows.append(f"| steerlang through {key[:-7]} | {cell(val, 'removal')} | {cell(val, 'preservation')} | {cell(r2, 'replacement')} | "
+            rows.append(f"| the same programs through the {key[10:-8]} concept set | {cell(val, 'removal')} | {cell(val, 'preservation')} | {cell(r2, 'replacement')} | "
                         f"{cell(r2, 'preservation')} | - |")
         elif key.startswith("steerlang[") and val.get("status") == "not built":
-            rows.append(f"| steerlang through {key} | not built | | | | |")
+            rows.append(f"| the same programs through the {key[10:-1]} concept set | not built | | | | |")
     b = report["baselines"]
     dr, dp = b["dom.remove"]["best"], b["dom.replace"]["best"]
     rows.append(f"| difference of means, best strength with preservation >= 0.95 (alpha {dr['alpha'] if dr else '-'} / "
