@@ -20,8 +20,8 @@ environment when it is missing (--no-nnsight skips it).
 from __future__ import annotations
 
 import argparse
-import json
 import importlib.util
+import json
 import statistics
 import subprocess
 import sys
