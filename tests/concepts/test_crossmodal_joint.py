@@ -4,8 +4,18 @@ import numpy as np
 import torch
 
 from steerlang.dictionary.crossmodal import (
-    JointConfig, cross_modal_weight, direction_angles, evaluate_joint, intra_inter_similarity,
-    load_joint, matching_rate, modality_mass, ratio_histogram, retrieval, save_joint, train_joint,
+    JointConfig,
+    cross_modal_weight,
+    direction_angles,
+    evaluate_joint,
+    intra_inter_similarity,
+    load_joint,
+    matching_rate,
+    modality_mass,
+    ratio_histogram,
+    retrieval,
+    save_joint,
+    train_joint,
 )
 
 
