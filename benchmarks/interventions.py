@@ -90,7 +90,10 @@ def main() -> None:
         for op, text in programs.items():
             prog = other.compile(text.replace('dictionary "toyworld"', f'dictionary "{other.concepts.name}"'), file=f"{op}.stl")
             res = other.run(prog, images=[render(s) for s in cats], trace=False)
-            report[f"steerlang[{name}].{op}"] = score([r.output for r in res], cats, "cat", "dog" if op == "replace" else None)
+            ctl = other.run(prog, images=[render(s) for s in controls], compare=True, trace=False)
+            row = score([r.output for r in res], cats, "cat", "dog" if op == "replace" else None)
+            row["controls_unchanged"] = float(np.mean([r.output == r.baseline for r in ctl]))
+            report[f"steerlang[{name}].{op}"] = row
     report["baselines"] = run_baselines(session.bundle, cats, controls, [float(a) for a in args.alphas.split(",")])
     text = json.dumps(report, indent=1)
     print(text)
@@ -144,7 +147,7 @@ def markdown(report: dict) -> str:
         if key.startswith("steerlang[") and key.endswith(".remove"):
             r2 = report.get(key[:-7] + ".replace", {})
             rows.append(f"| the same programs through the {key[10:-8]} concept set | {cell(val, 'removal')} | {cell(val, 'preservation')} | {cell(r2, 'replacement')} | "
-                        f"{cell(r2, 'preservation')} | - |")
+                        f"{cell(r2, 'preservation')} | {cell(val, 'controls_unchanged')} / {cell(r2, 'controls_unchanged')} |")
         elif key.startswith("steerlang[") and val.get("status") == "not built":
             rows.append(f"| the same programs through the {key[10:-1]} concept set | not built | | | | |")
     b = report["baselines"]

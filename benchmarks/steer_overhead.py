@@ -10,6 +10,11 @@ Prints one JSON object.
 
     python benchmarks/steer_overhead.py                  # hidden 1024, 8 layers, 16,384 latents
     python benchmarks/steer_overhead.py --quick          # a smaller model, for a smoke run
+    python benchmarks/steer_overhead.py --toy            # the shipped toy-world model (hidden 128)
+
+--toy times the shipped toy model on a rendered scene with its describe prompt (image + prompt,
+about 90 tokens; end-of-sequence disabled so every run makes --tokens tokens), with a random SAE of
+--d-sae latents (default 1,024 there, the size of the shipped image SAEs) edited at --layer 2.
 
 "nnsight.one" does the same one-latent edit as "one.sparse" (encode that latent, set it to 4, add
 the decoder-row delta, at every position but <s> of every step) written as an nnsight trace around
@@ -46,6 +51,19 @@ def build_model(hidden: int, layers: int, vocab: int = 64):  # noqa: ANN201
     model = LlavaForConditionalGeneration(config).eval()
     model.generation_config.eos_token_id = None
     return model
+
+
+def toy_model_inputs(batch: int):  # noqa: ANN201
+    """The shipped toy model (end-of-sequence off: every run makes the same number of tokens) and
+    processor inputs for `batch` copies of one rendered fresh scene with the describe prompt."""
+    from steerlang.world.model import load_model
+    from steerlang.world.scenes import make_scene, render
+    from steerlang.world.vocab import DEFAULT_PROMPT
+
+    bundle = load_model("toyworld")
+    bundle.model.generation_config.eos_token_id = None
+    image = render(make_scene(4242, 0))
+    return bundle.model.eval(), bundle.encode([image] * batch, [DEFAULT_PROMPT] * batch)
 
 
 def build_concepts(root: Path, hidden: int, d_sae: int, layers: list[int], arch: str, n_concepts: int):  # noqa: ANN201
@@ -127,9 +145,12 @@ def main() -> None:
     ap.add_argument("--many", type=int, default=16, help="concepts in the 'many' setting (over --layer and --layer + 1)")
     ap.add_argument("--no-nnsight", action="store_true", help="skip the nnsight row")
     ap.add_argument("--quick", action="store_true", help="hidden 256, 4 layers, 4,096 latents, 3 repeats")
+    ap.add_argument("--toy", action="store_true", help="the shipped toy-world model instead of a random one")
     a = ap.parse_args()
     if a.quick:
         a.hidden, a.layers, a.d_sae, a.layer, a.repeats = 256, 4, 4096, 2, 3
+    if a.toy and a.d_sae == 16384:
+        a.d_sae, a.layer = 1024, 2
     torch.set_num_threads(a.threads)
 
     from steerlang.lang import compile_program
@@ -137,13 +158,18 @@ def main() -> None:
     from steerlang.runtime.hooks import Steerer
     from steerlang.runtime.plan import compile_plan
 
-    model = build_model(a.hidden, a.layers)
+    if a.toy:
+        model, inputs = toy_model_inputs(a.batch)
+        a.hidden, a.layers = model.config.text_config.hidden_size, model.config.text_config.num_hidden_layers
+        a.prompt_tokens = int(inputs["input_ids"].shape[1])
+    else:
+        model = build_model(a.hidden, a.layers)
+        g = torch.Generator().manual_seed(2)
+        text = torch.randint(4, 64, (a.batch, a.prompt_tokens - 82), generator=g)
+        ids = torch.cat([torch.ones(a.batch, 1, dtype=torch.long), torch.full((a.batch, 81), 3), text], dim=1)
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                  "pixel_values": torch.randn(a.batch, 3, 72, 72, generator=g)}
     adapter = adapter_for(model)
-    g = torch.Generator().manual_seed(2)
-    text = torch.randint(4, 64, (a.batch, a.prompt_tokens - 82), generator=g)
-    ids = torch.cat([torch.ones(a.batch, 1, dtype=torch.long), torch.full((a.batch, 81), 3), text], dim=1)
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-              "pixel_values": torch.randn(a.batch, 3, 72, 72, generator=g)}
     with tempfile.TemporaryDirectory() as tmp:
         settings = {"one": (1, [a.layer]), "many": (a.many, [a.layer, a.layer + 1])}
         plans, saes = {}, {}
