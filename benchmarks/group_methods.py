@@ -6,11 +6,11 @@ For each layer and object kind, on held-out scenes (stream 3, 500 scenes) agains
 counts a patch when >= 8 of its pixels belong to the object, the patch precision / recall and the
 scene detection (balanced accuracy) of:
 
-- `shipped`: the shipped concept set's image group (`dictionaries/toyworld/concepts.json`): a
-  greedy union of up to 8 latents' *codes* (after TopK), precision >= 0.9 on training scenes;
-- `pre-or-N`: up to N latents read *before* TopK (the encoder's pre-activation x . e_j + b_j, which
-  every latent has at every patch, whether or not it won the TopK), each with its own threshold
-  (the lowest with training precision >= --precision), greedy union as above;
+- `code`: the previous builder's group: a greedy union of up to 8 latents' *codes* (after TopK),
+  each firing counted, precision >= --precision on training scenes (`choose_image_group`);
+- `pre`: the shipped builder's group (`choose_pre_group`): up to 8 latents read *before* TopK (the
+  encoder's pre-activation x . e_j + b_j, which every latent has at every patch, whether or not it
+  won the TopK), each above its own precise threshold, greedy union;
 - `pre-lr-N`: the N latents whose pre-activations alone reach the most recall at that precision,
   combined with signed weights fitted by logistic regression (a signed weighted group);
 - `probe`: a 9-way linear probe on the raw hidden states (an upper bound: what a classifier that
@@ -29,16 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from steerlang.dictionary.build_concepts import threshold_for
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def threshold_for(score: torch.Tensor, truth: torch.Tensor, precision: float) -> float:
-    """The lowest threshold whose training precision stays >= `precision` (inf if none)."""
-    order = torch.argsort(-score)
-    hits = truth[order].float()
-    cum = hits.cumsum(0) / torch.arange(1, len(hits) + 1)
-    ok = torch.nonzero(cum >= precision)[:, 0]
-    return float("inf") if len(ok) == 0 else float(score[order][int(ok.max())])
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int = 1, steps: int = 300, lr: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,28 +51,6 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int = 1, steps: int 
     return w.detach(), b.detach()
 
 
-def pre_or(pre: torch.Tensor, truth: torch.Tensor, cands: list[int], n: int, precision: float) -> tuple[list[int], dict[int, float]]:
-    thr = {j: threshold_for(pre[:, j], truth, precision) for j in cands}
-    chosen: list[int] = []
-    union = torch.zeros_like(truth)
-    covered = 0.0
-    for _ in range(n):
-        best = None
-        for j in cands:
-            if j in chosen or thr[j] == float("inf"):
-                continue
-            u = union | (pre[:, j] >= thr[j])
-            tp = float((u & truth).sum())
-            if tp / max(float(u.sum()), 1.0) >= precision and tp > covered + 0.01 * float(truth.sum()) and (best is None or tp > best[1]):
-                best = (j, tp)
-        if best is None:
-            break
-        chosen.append(best[0])
-        union |= pre[:, best[0]] >= thr[best[0]]
-        covered = best[1]
-    return chosen, thr
-
-
 def measure(fires: torch.Tensor, held, kind: int) -> dict:  # noqa: ANN001
     from steerlang.dictionary.build_concepts import precision_recall
     from steerlang.dictionary.name import balanced_accuracy
@@ -94,8 +65,13 @@ def measure(fires: torch.Tensor, held, kind: int) -> dict:  # noqa: ANN001
 
 def run_layer(layer: int, sizes: list[int], precision: float, share: float) -> dict:
     from steerlang.dictionary.api import EVAL_SCENE_SEED, TRAIN_SCENE_SEED, harvested
-    from steerlang.dictionary.build_concepts import BACKGROUND, Codes, load_split
-    from steerlang.dictionary.concepts import load_concept_set
+    from steerlang.dictionary.build_concepts import (
+        BACKGROUND,
+        Codes,
+        choose_image_group,
+        choose_pre_group,
+        load_split,
+    )
     from steerlang.dictionary.io import load_dictionary
     from steerlang.world.scenes import KINDS
 
@@ -105,30 +81,25 @@ def run_layer(layer: int, sizes: list[int], precision: float, share: float) -> d
     sae = load_dictionary(dict_dir / f"saes/layer{layer}-image")
     with torch.no_grad():
         pre, pre_h = sae.pre_acts(train.x_img), sae.pre_acts(held.x_img)
-    codes_h = Codes.encode(sae, held.x_img)
-    fc = Codes.encode(sae, train.x_img).fire_counts(train.img_label, BACKGROUND + 1, sae.cfg.d_sae)
-    cs = load_concept_set(dict_dir)
+    codes, codes_h = Codes.encode(sae, train.x_img), Codes.encode(sae, held.x_img)
+    fc = codes.fire_counts(train.img_label, BACKGROUND + 1, sae.cfg.d_sae)
 
     mu, sd = train.x_img.mean(0), train.x_img.std(0) + 1e-6
     w, b = fit_logistic((train.x_img - mu) / sd, train.img_label, classes=BACKGROUND + 1)
     prob = torch.softmax((train.x_img - mu) / sd @ w + b, 1)
     prob_h = torch.softmax((held.x_img - mu) / sd @ w + b, 1)
 
+    train_purity = fc / np.maximum(fc.sum(1, keepdims=True), 1)
     out: dict = {}
     for k, kind in enumerate(KINDS):
         truth = train.img_label == k
         row: dict = {}
-        g = next(g for c in cs.concepts if c.space == "joint" and c.name == kind
-                 for g in c.groups if g.layer == layer and g.modality == "image")
-        act = codes_h.group(list(g.latents), list(g.weights)) / g.scale
-        row["shipped"] = {**measure(act > g.threshold, held, k), "latents": len(g.latents)}
-        cands = [int(j) for j in np.nonzero((fc[:, k] >= 20) & (fc[:, k] / np.maximum(fc.sum(1), 1) >= share))[0]]
-        for n in sizes:
-            chosen, thr = pre_or(pre, truth, cands, n, precision)
-            fires = torch.zeros(len(pre_h), dtype=torch.bool)
-            for j in chosen:
-                fires |= pre_h[:, j] >= thr[j]
-            row[f"pre-or-{n}"] = {**measure(fires, held, k), "latents": len(chosen)}
+        code_cands = [int(j) for j in np.nonzero((train_purity[:, k] >= 0.8) & (fc[:, k] >= 20))[0]]
+        cands = [int(j) for j in np.nonzero((fc[:, k] >= 20) & (train_purity[:, k] >= share))[0]]
+        g = choose_image_group(codes, train.img_label, k, code_cands, min_precision=precision, max_group=8)
+        row["code"] = {**measure(g.activation(codes_h) > g.threshold, held, k), "latents": len(g.latents)} if g else None
+        g = choose_pre_group(pre, train.img_label, k, cands, min_precision=precision, max_group=8)
+        row["pre"] = {**measure(g.activation(codes_h, pre_h) > g.threshold, held, k), "latents": len(g.latents)} if g else None
         single = {j: float(((pre[:, j] >= threshold_for(pre[:, j], truth, precision)) & truth).sum()) for j in cands}
         for n in sizes:
             keep = sorted(cands, key=lambda j: -single[j])[:n]
@@ -141,7 +112,7 @@ def run_layer(layer: int, sizes: list[int], precision: float, share: float) -> d
         t = threshold_for(prob[:, k], truth, precision)
         row["probe"] = measure(prob_h[:, k] >= t, held, k)
         out[kind] = row
-        print(f"layer {layer} {kind}: " + "  ".join(f"{m} {v['P']:.2f}/{v['R']:.2f}" for m, v in row.items()), flush=True)
+        print(f"layer {layer} {kind}: " + "  ".join(f"{m} {v['P']:.2f}/{v['R']:.2f}" for m, v in row.items() if v), flush=True)
     return out
 
 
@@ -154,10 +125,13 @@ def markdown(report: dict) -> str:
             cells = []
             for m in methods:
                 v = row[m]
+                if not v:
+                    cells.append("-")
+                    continue
                 ok = v["P"] >= 0.9 and v["R"] >= 0.6
                 cells.append(f"{'**' if ok else ''}{v['P']:.2f} / {v['R']:.2f}{'**' if ok else ''} ({v['detection']:.3f})")
             lines.append(f"| {layer} | {kind} | " + " | ".join(cells) + " |")
-    passed = {m: sum(row[m]["P"] >= 0.9 and row[m]["R"] >= 0.6 for kinds in layers.values() for row in kinds.values())
+    passed = {m: sum(bool(row[m]) and row[m]["P"] >= 0.9 and row[m]["R"] >= 0.6 for kinds in layers.values() for row in kinds.values())
               for m in methods}
     total = sum(len(k) for k in layers.values())
     lines.append("")
@@ -168,8 +142,8 @@ def markdown(report: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--layer", type=int, action="append", default=[])
-    ap.add_argument("--sizes", default="4,8,16", help="group sizes for pre-or and pre-lr")
-    ap.add_argument("--precision", type=float, default=0.92, help="training precision the thresholds keep")
+    ap.add_argument("--sizes", default="8,16,32", help="group sizes for pre-lr")
+    ap.add_argument("--precision", type=float, default=0.93, help="training precision the thresholds keep")
     ap.add_argument("--share", type=float, default=0.3, help="candidate latents: this share of their firings on the kind")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--md", type=Path, default=None)

@@ -28,24 +28,11 @@ from pathlib import Path
 
 def export_vlsae(model, layer: int, out: Path) -> list[dict]:  # noqa: ANN001
     """Two SAELens TopK folders (image, text) equivalent to a trained VLSAE; their saes.json rows."""
-    import torch
-
-    from steerlang.dictionary.crossmodal import IMAGE, TEXT
+    from steerlang.dictionary.crossmodal import vlsae_as_saes
     from steerlang.dictionary.io import save_dictionary
-    from steerlang.dictionary.sae import SAEConfig, make_sae
 
-    cfg = model.cfg
-    enc = torch.nn.functional.normalize(model.E.detach(), dim=-1)
     rows = []
-    for modality, j in (("image", IMAGE), ("text", TEXT)):
-        sae = make_sae(SAEConfig(architecture="topk", d_in=cfg.d_in, d_sae=cfg.d_sae, k=cfg.k, apply_b_dec_to_input=False,
-                                 model_name="toyworld", layer=layer, modality=modality,
-                                 metadata={"exported_from": "vlsae", "seed": cfg.seed}))
-        with torch.no_grad():
-            sae.W_enc.copy_(enc.T)
-            sae.b_enc.zero_()
-            sae.W_dec.copy_(model.W_dec[j].detach())
-            sae.b_dec.zero_()
+    for modality, sae in vlsae_as_saes(model, layer=layer, model_name="toyworld").items():
         rel = f"saes/layer{layer}-{modality}"
         save_dictionary(sae, out / rel)
         rows.append({"layer": layer, "modality": modality, "path": rel})

@@ -77,8 +77,11 @@ def patch_activations(bundle: Any, cs: ConceptSet, c: Concept, images: Sequence[
             bundle.model(**enc)
         h = cap.captured[layer][enc["input_ids"] == bundle.image_token_id].float()
         idx = torch.tensor(g.latents)
-        z = sae.encode_latents(h, idx)  # exact for every architecture (TopK encodes fully, then gathers)
-        act = (z * torch.tensor(g.weights)).sum(-1) / g.scale
+        if g.read == "pre":  # encoder pre-activations, mapped per latent (LatentGroup)
+            act = (sae.pre_acts_at(h, idx) * torch.tensor(g.weights) + torch.tensor(g.offsets)).amax(-1)
+        else:
+            z = sae.encode_latents(h, idx)  # exact for every architecture (TopK encodes fully, then gathers)
+            act = (z * torch.tensor(g.weights)).sum(-1) / g.scale
         out.append(act.reshape(-1, rows, cols).numpy())
     return np.concatenate(out)
 

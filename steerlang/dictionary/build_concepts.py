@@ -13,6 +13,10 @@ Per layer:
    carry the name, chosen greedily (at most `max_group` latents) to keep patch precision high while
    adding recall; text latents that fire on the word. The group's scale is its typical activation
    and its threshold the lowest that keeps training precision above `min_precision`.
+   Image groups read their latents *before* TopK (encoder pre-activations, `choose_pre_group`):
+   each latent gets its own precise threshold, and the group fires where any latent passes its
+   own. A latent that marks a cat's patch can lose the TopK there to latents other kinds share;
+   its pre-activation still says "cat". (The TopK-code group is kept as the fallback.)
 A concept is then one variable across layers: same name, one group per (layer, modality).
 """
 
@@ -139,6 +143,73 @@ class GroupChoice:
     threshold: float
     train_precision: float
     train_recall: float
+    weights: list[float] = field(default_factory=list)  # empty: all 1.0
+    offsets: list[float] = field(default_factory=list)
+    read: str = "code"
+
+    def activation(self, codes: Codes, pre: Tensor | None = None) -> Tensor:
+        """[N] the group's activation on rows given by their codes (and pre-activations for "pre")."""
+        if self.read == "pre":
+            assert pre is not None
+            return (pre[:, self.latents] * torch.tensor(self.weights) + torch.tensor(self.offsets)).amax(1)
+        return codes.group(self.latents, self.weights or None) / self.scale
+
+
+PRE_THRESHOLD = 0.15  # where a "pre" group's activation crosses its latents' precise thresholds
+
+
+def threshold_for(score: Tensor, truth: Tensor, min_precision: float) -> float:
+    """The lowest threshold whose training precision (score >= t) stays >= min_precision; inf if none."""
+    order = torch.argsort(score, descending=True)
+    hits = truth[order].float()
+    ok = torch.nonzero(hits.cumsum(0) / torch.arange(1, len(hits) + 1) >= min_precision)[:, 0]
+    return float("inf") if len(ok) == 0 else float(score[order][int(ok.max())])
+
+
+def choose_pre_group(pre: Tensor, labels: Tensor, kind: int, candidates: Sequence[int], *, max_group: int = 8,
+                     min_precision: float = 0.92) -> GroupChoice | None:
+    """Greedy union of up to `max_group` latents read before TopK, each above its own threshold.
+
+    Each candidate's threshold is the lowest pre-activation at which it alone stays `min_precision`
+    precise on training patches; latents are added while the union stays that precise and gains
+    recall. Each latent is then mapped affinely so that its threshold reads PRE_THRESHOLD and its
+    mean pre-activation on the kind's patches above threshold reads 1.0.
+    """
+    truth = labels == kind
+    n_true = float(truth.sum())
+    if not candidates or n_true == 0:
+        return None
+    thr = {j: threshold_for(pre[:, j], truth, min_precision) for j in candidates}
+    chosen: list[int] = []
+    union = torch.zeros_like(truth)
+    covered = 0.0
+    for _ in range(max_group):
+        best = None
+        for j in candidates:
+            if j in chosen or thr[j] == float("inf"):
+                continue
+            u = union | (pre[:, j] >= thr[j])
+            tp = float((u & truth).sum())
+            if tp / max(float(u.sum()), 1.0) >= min_precision and tp > covered + 0.01 * n_true and (best is None or tp > best[1]):
+                best = (j, tp)
+        if best is None:
+            break
+        chosen.append(best[0])
+        union |= pre[:, best[0]] >= thr[best[0]]
+        covered = best[1]
+    if not chosen:
+        return None
+    weights, offsets = [], []
+    for j in chosen:
+        above = pre[truth & (pre[:, j] >= thr[j]), j]
+        typical = float(above.mean())
+        w = (1.0 - PRE_THRESHOLD) / max(typical - thr[j], 1e-6)
+        weights.append(round(w, 6))
+        offsets.append(round(PRE_THRESHOLD - w * thr[j], 6))
+    g = GroupChoice(chosen, 1.0, PRE_THRESHOLD, 0.0, 0.0, weights, offsets, "pre")
+    prec, rec = precision_recall(g.activation(None, pre) > PRE_THRESHOLD, truth)  # type: ignore[arg-type]
+    g.train_precision, g.train_recall = prec, rec
+    return g
 
 
 def choose_image_group(
@@ -200,20 +271,19 @@ def scene_grid(split: Split, values: Tensor, fill: float | int | bool = 0) -> Te
     return g.view(-1, 9, 9)
 
 
-def object_mask(split: Split, codes: Codes, latents: Sequence[int], scale: float, threshold: float,
-                extent: Sequence[int] = ()) -> Tensor:
-    """[n_scenes, 9, 9] bool: what the runtime's `off` rewrites for this group (hooks._present):
-    the group's patches, closed, extended to neighbours where an extent latent fires, closed."""
+def object_mask(split: Split, codes: Codes, fires: Tensor, extent: Sequence[int] = ()) -> Tensor:
+    """[n_scenes, 9, 9] bool: what the runtime's `off` rewrites for a group firing on rows `fires`
+    (hooks._present): its patches, closed, extended to neighbours where an extent latent fires, closed."""
     from steerlang.grid import close, dilate
 
-    mask = close(scene_grid(split, codes.group(latents) / scale > threshold, False))
+    mask = close(scene_grid(split, fires, False))
     if extent:
         fires = ((codes.idx[..., None] == torch.tensor(list(extent))).any(-1) & (codes.val > 0)).any(1)
         mask = close(mask | (dilate(mask) & scene_grid(split, fires, False)))
     return mask
 
 
-def choose_extent(codes: Codes, split: Split, kind: int, g: GroupChoice, *, max_latents: int = 16,
+def choose_extent(codes: Codes, split: Split, kind: int, fires: Tensor, *, max_latents: int = 16,
                   min_precision: float = 0.9, min_support: int = 20) -> list[int]:
     """Latents that mark the rest of an object next to its group's (closed) patches.
 
@@ -224,7 +294,7 @@ def choose_extent(codes: Codes, split: Split, kind: int, g: GroupChoice, *, max_
     """
     from steerlang.grid import dilate
 
-    base = object_mask(split, codes, g.latents, g.scale, g.threshold)
+    base = object_mask(split, codes, fires)
     ring = (dilate(base) & ~base).view(-1)[split.img_scene * 81 + split.img_cell]  # per row
     truth = split.img_label == kind
     fired = (codes.val > 0) & ring[:, None]
@@ -303,10 +373,12 @@ def name_latents(pooled: np.ndarray, captions: Sequence[str], held_pooled: np.nd
 
 def build_layer(
     layer: int, sae_img: SAE, sae_txt: SAE, train: Split, held: Split, *, min_precision: float = 0.95,
-    max_group: int = 8, log: Callable[[str], None] = lambda _m: None,
+    pre_precision: float = 0.93, max_group: int = 8, log: Callable[[str], None] = lambda _m: None,
 ) -> tuple[LayerReport, dict[str, Any]]:
     """Everything the concept set needs from one layer (see the module docstring)."""
     ci, ct = Codes.encode(sae_img, train.x_img), Codes.encode(sae_txt, train.x_txt)
+    with torch.no_grad():
+        pre, held_pre = sae_img.pre_acts(train.x_img), sae_img.pre_acts(held.x_img)
     hi, ht = Codes.encode(sae_img, held.x_img), Codes.encode(sae_txt, held.x_txt)
     di, dt = sae_img.cfg.d_sae, sae_txt.cfg.d_sae
     pi, pt = ci.pooled(train.img_scene, train.n_scenes, di), ct.pooled(train.txt_scene, train.n_scenes, dt)
@@ -347,23 +419,27 @@ def build_layer(
     for k, kind in enumerate(KINDS):
         cands = sorted({j for j, n in img_names.items() if n["name"] == kind}
                        | {int(j) for j in np.nonzero((train_purity[:, k] >= 0.8) & (train_fc[:, k] >= 20))[0]})
-        g = choose_image_group(ci, train.img_label, k, cands, min_precision=min_precision, max_group=max_group)
+        # Read before TopK, candidates are latents with >= 30% of their training firings on the kind.
+        pre_cands = sorted(set(cands) | {int(j) for j in np.nonzero((train_purity[:, k] >= 0.3) & (train_fc[:, k] >= 20))[0]})
+        g = choose_pre_group(pre, train.img_label, k, pre_cands, max_group=max_group, min_precision=pre_precision)
+        if g is None:
+            g = choose_image_group(ci, train.img_label, k, cands, min_precision=min_precision, max_group=max_group)
         tg = choose_text_group(ct, train.txt_token, kind, dt)
         entry: dict[str, Any] = {}
         if g is not None:
-            extent = choose_extent(ci, train, k, g)
-            mask = object_mask(held, hi, g.latents, g.scale, g.threshold, extent).view(-1)
+            extent = choose_extent(ci, train, k, g.activation(ci, pre) > g.threshold)
+            fires = g.activation(hi, held_pre) > g.threshold
+            mask = object_mask(held, hi, fires, extent).view(-1)
             truth8, truth_any = scene_grid(held, held.img_label == k, False).view(-1), scene_grid(held, held.img_any == k, False).view(-1)
             mp8, mr8 = precision_recall(mask, truth8)
             mpa, mra = precision_recall(mask, truth_any)
-            held_act = hi.group(g.latents) / g.scale
-            fires = held_act > g.threshold
             p8, r8 = precision_recall(fires, held.img_label == k)
             pa, ra = precision_recall(fires, held.img_any == k)
             scene_fires = np.zeros(held.n_scenes, dtype=bool)
             scene_fires[held.img_scene[fires].numpy()] = True
             det = balanced_accuracy(scene_fires, held.kinds_present[:, k])
-            entry = {"latents": g.latents, "scale": g.scale, "threshold": g.threshold, "precision": p8, "recall": r8,
+            entry = {"latents": g.latents, "read": g.read, "weights": g.weights or [1.0] * len(g.latents), "offsets": g.offsets,
+                     "scale": g.scale, "threshold": g.threshold, "precision": p8, "recall": r8,
                      "precision_any_pixel": pa, "recall_any_pixel": ra, "detection": det,
                      "train_precision": g.train_precision, "train_recall": g.train_recall, "extent": extent,
                      "mask": {"precision": mp8, "recall": mr8, "precision_any_pixel": mpa, "recall_any_pixel": mra}}
@@ -435,10 +511,11 @@ def assemble_concepts(layer_groups: dict[int, dict[str, Any]], *, min_detection:
                 e = g[modality].get(kind)
                 if e is None:
                     continue
-                groups.append(LatentGroup(layer, modality, tuple(e["latents"]), tuple(1.0 for _ in e["latents"]),
+                groups.append(LatentGroup(layer, modality, tuple(e["latents"]), tuple(e.get("weights") or [1.0] * len(e["latents"])),
                                           scale=round(e["scale"], 6), threshold=e["threshold"],
                                           precision=round(e["precision"], 4), recall=round(e["recall"], 4),
-                                          extent=tuple(e.get("extent", ()))))
+                                          extent=tuple(e.get("extent", ())), read=e.get("read", "code"),
+                                          offsets=tuple(e.get("offsets", ()))))
                 evidence[f"L{layer}.{modality}"] = {key: (round(v, 4) if isinstance(v, float) else v) for key, v in e.items()}
         first = layer_groups[min(layer_groups)]["image"].get(kind, {})
         concepts.append(Concept("joint", k, kind, (), tuple(groups), detection=first.get("detection"),

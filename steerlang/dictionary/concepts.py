@@ -61,10 +61,21 @@ class LatentGroup:
     # Image groups: latents that mark the rest of the object next to the group's patches (its
     # outline, the parts other kinds share); they extend `off`/`replace` masks, never fire alone.
     extent: tuple[int, ...] = ()
+    # "code": the activation reads the latents' codes (after the SAE's nonlinearity / TopK):
+    # sum_i w_i z_i / scale. "pre": it reads their encoder pre-activations p_i = (x - b_dec) . e_i + b_i,
+    # which every latent has at every position whether or not it won the TopK, as
+    # max_i (w_i p_i + offsets_i) (scale 1): each latent is mapped so that its own precise threshold
+    # lands on `threshold` and its typical strength on the kind's patches on 1.0.
+    read: Literal["code", "pre"] = "code"
+    offsets: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.latents) != len(self.weights) or not self.latents:
             raise DictionaryError(f"latent group at layer {self.layer} ({self.modality}): latents and weights must be non-empty and of equal length")
+        if self.read not in ("code", "pre"):
+            raise DictionaryError(f"latent group at layer {self.layer} ({self.modality}): read must be 'code' or 'pre', got {self.read!r}")
+        if self.read == "pre" and len(self.offsets) != len(self.latents):
+            raise DictionaryError(f"latent group at layer {self.layer} ({self.modality}): a 'pre' group needs one offset per latent")
 
 
 @dataclass(frozen=True)
@@ -211,7 +222,8 @@ def load_concept_set(path: str | os.PathLike) -> ConceptSet:
         concepts = [
             Concept(**{**c, "aliases": tuple(c.get("aliases", ())),
                        "groups": tuple(LatentGroup(**{**g, "latents": tuple(g["latents"]), "weights": tuple(g["weights"]),
-                                                    "extent": tuple(g.get("extent", ()))})
+                                                    "extent": tuple(g.get("extent", ())),
+                                                    "offsets": tuple(g.get("offsets", ()))})
                                        for g in c.get("groups", ()))})
             for c in spec["concepts"]
         ]

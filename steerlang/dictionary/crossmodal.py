@@ -19,6 +19,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,6 +99,32 @@ class VLSAE(nn.Module):
 
     def decoder(self, modality: int) -> Tensor:
         return self.W_dec[modality].detach()
+
+
+def vlsae_as_saes(model: VLSAE, *, layer: int | None = None, model_name: str = "") -> dict[str, Any]:
+    """The VL-SAE as two plain TopK SAEs (image, text) sharing its encoder, for the runtime.
+
+    TopK of cos(x, e_j) picks the same latents as TopK of x . e_j / |e_j| (|x| is common to a row),
+    and z'_j = |x| cos(x, e_j) decodes in the model's units through the modality's unit decoder
+    rows, since the VL-SAE reconstructs x / |x|. The decoder bias (|x| b_dec) has no SAELens form and
+    is left out: steering keeps the SAE error (h + D(z') - D(z)), where it cancels.
+    """
+    from steerlang.dictionary.sae import SAEConfig, make_sae
+
+    cfg = model.cfg
+    enc = nn.functional.normalize(model.E.detach(), dim=-1)
+    out = {}
+    for modality, j in (("image", IMAGE), ("text", TEXT)):
+        sae = make_sae(SAEConfig(architecture="topk", d_in=cfg.d_in, d_sae=cfg.d_sae, k=cfg.k, apply_b_dec_to_input=False,
+                                 model_name=model_name, layer=layer, modality=modality,
+                                 metadata={"exported_from": "vlsae", "seed": cfg.seed}))
+        with torch.no_grad():
+            sae.W_enc.copy_(enc.T)
+            sae.b_enc.zero_()
+            sae.W_dec.copy_(model.W_dec[j].detach())
+            sae.b_dec.zero_()
+        out[modality] = sae
+    return out
 
 
 def make_joint(cfg: JointConfig) -> nn.Module:

@@ -89,6 +89,10 @@ class SAE(nn.Module):
         """x [..., d_in] -> pre-activations [..., d_sae]."""
         return self.centred(x) @ self.W_enc + self.b_enc
 
+    def pre_acts_at(self, x: Tensor, idx: Tensor) -> Tensor:
+        """x [..., d_in] -> the pre-activations of latents `idx` only [..., len(idx)]."""
+        return self.centred(x) @ self.W_enc[:, idx] + self.b_enc[idx]
+
     def activation(self, pre: Tensor) -> Tensor:
         """pre [..., d_sae] -> z [..., d_sae]; the architecture's nonlinearity."""
         raise NotImplementedError

@@ -97,14 +97,36 @@ class _Layer:
             self.st.col_cache[key] = got
         return got
 
+    def weights(self, g: Any, dtype: torch.dtype, field: str = "weights") -> Tensor:
+        """A group's weights (or offsets) as a tensor on this layer's device; cached per steerer."""
+        values = getattr(g, field)
+        key = (g.latents, values, dtype, field)
+        got = self.st.w_cache.get(key)
+        if got is None or got.device != self.h.device:
+            got = torch.tensor(values, dtype=dtype, device=self.h.device)
+            self.st.w_cache[key] = got
+        return got
+
     def term_activation(self, c: Any, m: str, z: Tensor | None = None) -> Tensor | None:
         """[N_m] activation of one dictionary concept on modality m's positions (None: no group)."""
         g = c.group(self.layer, m)
+        if g is not None and g.read == "pre":
+            return self._pre_activation(m, g)
         zz = self.latents(m) if z is None else z
         if g is None or zz is None:
             return None
-        w = torch.tensor(g.weights, dtype=zz.dtype, device=zz.device)
-        return (zz[:, self.cols(m, g.latents)] @ w) / g.scale
+        return (zz[:, self.cols(m, g.latents)] @ self.weights(g, zz.dtype)) / g.scale
+
+    def _pre_activation(self, m: str, g: Any) -> Tensor | None:
+        """[N_m] a "pre" group's activation: max_i (w_i p_i + offsets_i) over its latents'
+        encoder pre-activations on this call's hidden states (see LatentGroup)."""
+        if not bool(self.sel[m].any()) or (self.layer, m) not in self.st.plan.latents:
+            return None
+        sae = self.st.plan.saes(self.layer, m)
+        x = self.h[self.sel[m]].to(sae.W_enc.dtype)
+        pre = sae.pre_acts_at(x, torch.tensor(g.latents, dtype=torch.long, device=x.device))
+        off = self.weights(g, pre.dtype, "offsets")
+        return (pre * self.weights(g, pre.dtype) + off).amax(dim=1)
 
     def activation(self, cc: CConcept, z: dict[str, Tensor | None] | None = None) -> Tensor:
         """[B, T] activation of a compiled concept at this layer (0 where it has no group)."""
@@ -183,9 +205,11 @@ class _Layer:
         z[:, cols] = torch.where(rows[:, None], fn(sub), sub)
 
     def _set_activation(self, m: str, g: Any, rows: Tensor, value: Tensor | float) -> None:
-        w = torch.tensor(g.weights, dtype=torch.float32, device=self.h.device)
-        pos_w = w.clamp(min=0)
-        norm = float((pos_w**2).sum())
+        pos_w = self.weights(g, torch.float32).clamp(min=0)
+        key = (g.latents, g.weights, "norm")
+        norm = self.st.norm_cache.get(key)
+        if norm is None:
+            norm = self.st.norm_cache[key] = float((pos_w**2).sum())
         if norm == 0:
             return  # a group of negative weights only cannot be switched on
         v = value if isinstance(value, Tensor) else torch.tensor(value)
@@ -325,8 +349,7 @@ class _Layer:
     def _clamp(self, m: str, g: Any, rows: Tensor, low: float, high: float) -> None:
         z = self._znew(m)
         cols = self.cols(m, g.latents)
-        w = torch.tensor(g.weights, dtype=z.dtype, device=z.device)
-        a = (z[:, cols] @ w) / g.scale
+        a = (z[:, cols] @ self.weights(g, z.dtype)) / g.scale
         target = a.clamp(low, high)
         changed = rows & (target != a)
         if not bool(changed.any()):
@@ -402,6 +425,8 @@ class Steerer:
         self.stores: dict[tuple[int, int, str], Tensor] = {}
         self._buffers: dict[tuple[str, int], Tensor] = {}
         self.col_cache: dict[tuple[int, str, tuple[int, ...]], Tensor] = {}
+        self.w_cache: dict[tuple, Tensor] = {}
+        self.norm_cache: dict[tuple, float] = {}
         self._by_layer: dict[int, list[PlannedEdit]] = {}
         self._observe: dict[int, list[CConcept]] = {}
         for e in plan.edits:

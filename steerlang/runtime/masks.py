@@ -103,6 +103,10 @@ class Layout:
         """The positions [start, start + length) of a call."""
         p = self.prompt_len
         batch = self.input_ids.shape[0]
+        if start >= p:  # a decode step: output positions only (the common case, kept cheap)
+            neg = torch.full((batch, length), -1, dtype=torch.long)
+            out_index = torch.arange(start - p, start - p + length).expand(batch, length)
+            return Positions(torch.full((batch, length), OUTPUT, dtype=torch.int8), neg, neg, neg, out_index, self.grid, start)
         idx = torch.arange(start, start + length)
         in_prompt = idx < p
         pi = idx.clamp(max=p - 1)

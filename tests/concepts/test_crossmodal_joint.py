@@ -69,3 +69,25 @@ def test_similarity_mass_angle_matching():
     assert np.allclose(ang, [90, 0])
     assert matching_rate(np.array([[3.0, 1, 0], [0, 0, 2]]), ["cat", None, "dog"],
                          ["a cat .", "a bird ."], top=1) == 0.5
+
+
+def test_vlsae_exports_as_equivalent_topk_saes(tmp_path):
+    """The exported SAEs select the VL-SAE's latents, with codes |x| times its cosines, and decode
+    them through the modality's decoder; they load back through the ordinary dictionary loader."""
+    from steerlang.dictionary.crossmodal import IMAGE, TEXT, vlsae_as_saes
+    from steerlang.dictionary.io import load_dictionary, save_dictionary
+
+    xi, xt, _ = _data()
+    x = torch.cat([xi, xt])
+    m = torch.cat([torch.zeros(len(xi)), torch.ones(len(xt))]).long()
+    model, _ = train_joint(x, m, JointConfig("vlsae", 16, 32, 4, seed=1), steps=40, batch=64)
+    saes = vlsae_as_saes(model, layer=0)
+    for modality, j, rows in (("image", IMAGE, xi), ("text", TEXT, xt)):
+        save_dictionary(saes[modality], tmp_path / modality)
+        sae = load_dictionary(tmp_path / modality)
+        with torch.no_grad():
+            z = model.encode(rows, torch.full((len(rows),), j))
+            z2 = sae.encode(rows)
+            torch.testing.assert_close(z2, z * rows.norm(dim=-1, keepdim=True), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(sae.decode(z2), (z @ model.W_dec[j]) * rows.norm(dim=-1, keepdim=True),
+                                       atol=1e-4, rtol=1e-4)
