@@ -16,7 +16,9 @@ Per layer:
    Image groups read their latents *before* TopK (encoder pre-activations, `choose_pre_group`):
    each latent gets its own precise threshold, and the group fires where any latent passes its
    own. A latent that marks a cat's patch can lose the TopK there to latents other kinds share;
-   its pre-activation still says "cat". (The TopK-code group is kept as the fallback.)
+   its pre-activation still says "cat". This is done where image states cannot see the prompt
+   (`read_before_topk`: the LM input, or every layer when the image precedes the text); elsewhere,
+   and as the fallback, the group reads TopK codes.
 A concept is then one variable across layers: same name, one group per (layer, modality).
 """
 
@@ -373,7 +375,8 @@ def name_latents(pooled: np.ndarray, captions: Sequence[str], held_pooled: np.nd
 
 def build_layer(
     layer: int, sae_img: SAE, sae_txt: SAE, train: Split, held: Split, *, min_precision: float = 0.95,
-    pre_precision: float = 0.93, max_group: int = 8, log: Callable[[str], None] = lambda _m: None,
+    pre_precision: float = 0.93, max_group: int = 8, read_before_topk: bool = True,
+    log: Callable[[str], None] = lambda _m: None,
 ) -> tuple[LayerReport, dict[str, Any]]:
     """Everything the concept set needs from one layer (see the module docstring)."""
     ci, ct = Codes.encode(sae_img, train.x_img), Codes.encode(sae_txt, train.x_txt)
@@ -421,7 +424,7 @@ def build_layer(
                        | {int(j) for j in np.nonzero((train_purity[:, k] >= 0.8) & (train_fc[:, k] >= 20))[0]})
         # Read before TopK, candidates are latents with >= 30% of their training firings on the kind.
         pre_cands = sorted(set(cands) | {int(j) for j in np.nonzero((train_purity[:, k] >= 0.3) & (train_fc[:, k] >= 20))[0]})
-        g = choose_pre_group(pre, train.img_label, k, pre_cands, max_group=max_group, min_precision=pre_precision)
+        g = choose_pre_group(pre, train.img_label, k, pre_cands, max_group=max_group, min_precision=pre_precision) if read_before_topk else None
         if g is None:
             g = choose_image_group(ci, train.img_label, k, cands, min_precision=min_precision, max_group=max_group)
         tg = choose_text_group(ct, train.txt_token, kind, dt)
