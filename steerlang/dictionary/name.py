@@ -66,7 +66,7 @@ class TfidfNamer:
         n = max(1, len(evidence.top_texts))
         scores = {w: (c / n) * self.idf.get(w, 1.0) for w, c in tf.items()}
         best = max(scores, key=lambda w: (scores[w], w))
-        top = sorted(scores.items(), key=lambda kv: -kv[1])[:5]
+        top = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:5]  # ties by word: reproducible files
         return NameCandidate(best, scores[best], "tfidf", {"top_words": [[w, round(s, 3)] for w, s in top],
                                                             "coverage": tf[best] / n})
 
