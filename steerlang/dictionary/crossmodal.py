@@ -192,7 +192,7 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a @ b.T
 
 
-def retrieval(q: np.ndarray, keys: np.ndarray, captions: list[str] | None = None,
+def recall_at_k(q: np.ndarray, keys: np.ndarray, captions: list[str] | None = None,
               ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, dict[int, float]]:
     """R@k of query i against keys by cosine.
 
@@ -294,7 +294,7 @@ def evaluate_joint(model: nn.Module, x_img: Tensor, img_scene: Tensor, x_txt: Te
     both = (mi > 0) & (mt > 0)
     ang = direction_angles(model.decoder(IMAGE).numpy()[both], model.decoder(TEXT).numpy()[both])
     return {
-        "i2t": retrieval(pi, pt, captions), "t2i": retrieval(pt, pi, captions),
+        "i2t": recall_at_k(pi, pt, captions), "t2i": recall_at_k(pt, pi, captions),
         "similarity": intra_inter_similarity(pi, pt),
         "cross_modal_weight_mean": float(np.nanmean(cmw)) if np.isfinite(cmw).any() else 0.0,
         "ratio_histogram": ratio_histogram(ratio),
@@ -304,7 +304,7 @@ def evaluate_joint(model: nn.Module, x_img: Tensor, img_scene: Tensor, x_txt: Te
 
 
 # ------------------------------------------------------------------------------- comparison driver
-def aligned_separate_eval(sae_img, sae_txt, train, held, pool: str = "max") -> dict:
+def aligned_separate_metrics(sae_img, sae_txt, train, held, pool: str = "max") -> dict:
     """Aligned-separate (align.py): Hungarian on training-scene correlation, held-out retrieval
     through the matching (image codes mapped into the text latent space)."""
     from steerlang.dictionary.align import align, map_image_to_text
@@ -320,7 +320,7 @@ def aligned_separate_eval(sae_img, sae_txt, train, held, pool: str = "max") -> d
     hi, ht, zi, zt = pooled(held)
     mi = map_image_to_text(hi, al, ht.shape[1])
     ang = direction_angles(sae_img.W_dec.detach().numpy()[al.image], sae_txt.W_dec.detach().numpy()[al.text])
-    return {"i2t": retrieval(mi, ht, held.captions), "t2i": retrieval(ht, mi, held.captions),
+    return {"i2t": recall_at_k(mi, ht, held.captions), "t2i": recall_at_k(ht, mi, held.captions),
             "similarity": intra_inter_similarity(mi, ht), "joint_latents": int(len(al.image)),
             "angle_median_deg": float(np.median(ang)) if len(ang) else float("nan")}
 
@@ -333,7 +333,7 @@ def compare_layer(layer: int, dict_dir, train, held, cache_dir, *, steps: int = 
     dict_dir = Path(dict_dir)
     index = json.loads((dict_dir / "saes.json").read_text())
     paths = {(int(e["layer"]), e["modality"]): dict_dir / e["path"] for e in index["saes"]}
-    out = {"aligned-separate": aligned_separate_eval(load_dictionary(paths[(layer, "image")]),
+    out = {"aligned-separate": aligned_separate_metrics(load_dictionary(paths[(layer, "image")]),
                                                      load_dictionary(paths[(layer, "text")]), train, held, pool)}
     x = torch.cat([train.x_img, train.x_txt])
     m = torch.cat([torch.zeros(len(train.x_img)), torch.ones(len(train.x_txt))]).long()

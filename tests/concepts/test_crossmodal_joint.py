@@ -13,7 +13,7 @@ from steerlang.dictionary.crossmodal import (
     matching_rate,
     modality_mass,
     ratio_histogram,
-    retrieval,
+    recall_at_k,
     save_joint,
     train_joint,
 )
@@ -50,7 +50,7 @@ def test_retrieval_strict_and_caption():
     q = np.eye(4)
     keys = np.eye(4)
     keys[1] = keys[0]  # key 1 ties with key 0
-    r = retrieval(q, keys, captions=["a", "a", "b", "c"], ks=(1, 2))
+    r = recall_at_k(q, keys, captions=["a", "a", "b", "c"], ks=(1, 2))
     assert r["strict"][1] == 0.5  # query 0 ties with key 1, query 1 ties with all
     assert r["caption"][1] == 0.75  # query 0 ties only with a same-caption key: correct
     assert r["strict"][2] == 0.75  # query 1 is orthogonal to every key: all tie, counted against
