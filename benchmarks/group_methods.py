@@ -23,7 +23,6 @@ precision lands near it. Uses the harvest cache that `steer dict build` fills (~
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -152,14 +151,9 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     report = {"precision": args.precision, "sizes": sizes,
               "layers": {str(layer): run_layer(layer, sizes, args.precision, args.share) for layer in (args.layer or [0, 4])}}
-    md = markdown(report)
-    print(md)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
-    if args.md:
-        args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text(md)
+    from report import save_report
+
+    save_report(report, args.out, args.md, markdown(report))
 
 
 if __name__ == "__main__":

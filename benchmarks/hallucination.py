@@ -14,7 +14,6 @@ Fresh scenes (stream --seed, never used in training or development). Measured:
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -72,19 +71,14 @@ def main() -> None:
         rn = session.run(prog, images=other_imgs, prompt=question_for("cat"), compare=True, trace=False)
         row["scenes without a cat: answer to cat unchanged"] = float(np.mean([r.output == r.baseline for r in rn]))
         report[name] = row
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    if args.md:
-        lines = [f"Unsteered yes/no accuracy: {report['accuracy']:.3f} on {report['questions']} balanced questions (seed {args.seed}).", "",
-                 "| program | " + " | ".join(next(iter(report[n] for n in PROGRAMS)).keys()) + " |",
-                 "|---|" + "---|" * len(next(iter(report[n] for n in PROGRAMS)))]
-        for n in PROGRAMS:
-            lines.append(f"| `{n}` | " + " | ".join(f"{v:.3f}" for v in report[n].values()) + " |")
-        args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text("\n".join(lines) + "\n")
+    lines = [f"Unsteered yes/no accuracy: {report['accuracy']:.3f} on {report['questions']} balanced questions (seed {args.seed}).", "",
+             "| program | " + " | ".join(next(iter(report[n] for n in PROGRAMS)).keys()) + " |",
+             "|---|" + "---|" * len(next(iter(report[n] for n in PROGRAMS)))]
+    for n in PROGRAMS:
+        lines.append(f"| `{n}` | " + " | ".join(f"{v:.3f}" for v in report[n].values()) + " |")
+    from report import save_report
+
+    save_report(report, args.out, args.md, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ VL-SAE) run the same program with `--dictionary NAME=DIR`.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -95,14 +94,9 @@ def main() -> None:
             row["controls_unchanged"] = float(np.mean([r.output == r.baseline for r in ctl]))
             report[f"steerlang[{name}].{op}"] = row
     report["baselines"] = run_baselines(session.bundle, cats, controls, [float(a) for a in args.alphas.split(",")])
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    if args.md:
-        args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text(markdown(report))
+    from report import save_report
+
+    save_report(report, args.out, args.md, markdown(report))
 
 
 def run_baselines(bundle, cats: list, controls: list, alphas: list[float]) -> dict:  # noqa: ANN001

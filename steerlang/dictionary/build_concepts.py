@@ -168,6 +168,30 @@ def threshold_for(score: Tensor, truth: Tensor, min_precision: float) -> float:
     return float("inf") if len(ok) == 0 else float(score[order][int(ok.max())])
 
 
+def greedy_union(masks: dict[int, Tensor], truth: Tensor, max_n: int, min_precision: float, min_gain: float) -> list[int]:
+    """Up to `max_n` keys of `masks` ([N] bool each), added one at a time: the one whose union with
+    those chosen covers the most `truth` rows while staying `min_precision` precise and gaining more
+    than `min_gain` true rows (ties: the first in `masks` order)."""
+    chosen: list[int] = []
+    union = torch.zeros_like(truth)
+    covered = 0.0
+    for _ in range(max_n):
+        best = None
+        for j, m in masks.items():
+            if j in chosen:
+                continue
+            u = union | m
+            tp = float((u & truth).sum())
+            if tp / max(float(u.sum()), 1.0) >= min_precision and tp > covered + min_gain and (best is None or tp > best[1]):
+                best = (j, tp)
+        if best is None:
+            break
+        chosen.append(best[0])
+        union |= masks[best[0]]
+        covered = best[1]
+    return chosen
+
+
 def choose_pre_group(pre: Tensor, labels: Tensor, kind: int, candidates: Sequence[int], *, max_group: int = 8,
                      min_precision: float = 0.92) -> GroupChoice | None:
     """Greedy union of up to `max_group` latents read before TopK, each above its own threshold.
@@ -182,23 +206,8 @@ def choose_pre_group(pre: Tensor, labels: Tensor, kind: int, candidates: Sequenc
     if not candidates or n_true == 0:
         return None
     thr = {j: threshold_for(pre[:, j], truth, min_precision) for j in candidates}
-    chosen: list[int] = []
-    union = torch.zeros_like(truth)
-    covered = 0.0
-    for _ in range(max_group):
-        best = None
-        for j in candidates:
-            if j in chosen or thr[j] == float("inf"):
-                continue
-            u = union | (pre[:, j] >= thr[j])
-            tp = float((u & truth).sum())
-            if tp / max(float(u.sum()), 1.0) >= min_precision and tp > covered + 0.01 * n_true and (best is None or tp > best[1]):
-                best = (j, tp)
-        if best is None:
-            break
-        chosen.append(best[0])
-        union |= pre[:, best[0]] >= thr[best[0]]
-        covered = best[1]
+    masks = {j: pre[:, j] >= t for j, t in thr.items() if t != float("inf")}
+    chosen = greedy_union(masks, truth, max_group, min_precision, min_gain=0.01 * n_true)
     if not chosen:
         return None
     weights, offsets = [], []
@@ -218,42 +227,19 @@ def choose_image_group(
     codes: Codes, labels: Tensor, kind: int, candidates: Sequence[int], *, max_group: int = 4, min_precision: float = 0.95
 ) -> GroupChoice | None:
     """Greedy union of up to `max_group` latents for one kind, keeping patch precision high."""
-    truth = (labels == kind).numpy()
-    if not candidates or not truth.any():
+    truth = labels == kind
+    if not candidates or not bool(truth.any()):
         return None
-    fired = (codes.val > 0).numpy()
-    idx = codes.idx.numpy()
-    masks = {j: ((idx == j) & fired).any(1) for j in candidates}  # [N] bool per candidate
-    n_true = float(truth.sum())
-
-    def pr(m: np.ndarray) -> tuple[float, float]:
-        tp = float((m & truth).sum())
-        return tp / max(float(m.sum()), 1.0), tp / n_true
-
-    chosen: list[int] = []
-    union = np.zeros_like(truth)
-    best_recall = 0.0
-    for _ in range(max_group):
-        best = None
-        for j in candidates:
-            if j in chosen:
-                continue
-            prec, rec = pr(union | masks[j])
-            if prec >= min_precision and rec > best_recall + 0.01 and (best is None or rec > best[1]):
-                best = (j, rec)
-        if best is None:
-            break
-        chosen.append(best[0])
-        union |= masks[best[0]]
-        best_recall = best[1]
+    fired = codes.val > 0
+    masks = {j: ((codes.idx == j) & fired).any(1) for j in candidates}  # [N] bool per candidate
+    chosen = greedy_union(masks, truth, max_group, min_precision, min_gain=0.01 * float(truth.sum()))
     if not chosen:
         # No latent is precise enough when firing at all: take the best one and rely on the threshold.
-        chosen = [max(candidates, key=lambda j: float(np.prod(pr(masks[j]))))]
+        chosen = [max(candidates, key=lambda j: float(np.prod(precision_recall(masks[j], truth))))]
     act = codes.group(chosen)
-    t_truth = torch.from_numpy(truth)
-    scale = float(act[t_truth & (act > 0)].mean()) if (t_truth & (act > 0)).any() else 1.0
-    threshold = pick_threshold(act / scale, t_truth, min_precision)
-    prec, rec = precision_recall(act / scale > threshold, t_truth)
+    scale = float(act[truth & (act > 0)].mean()) if (truth & (act > 0)).any() else 1.0
+    threshold = pick_threshold(act / scale, truth, min_precision)
+    prec, rec = precision_recall(act / scale > threshold, truth)
     return GroupChoice(chosen, scale, threshold, prec, rec)
 
 
@@ -305,24 +291,7 @@ def choose_extent(codes: Codes, split: Split, kind: int, fires: Tensor, *, max_l
     total = torch.bincount(codes.idx[fired], minlength=d).float()
     cands = [int(j) for j in torch.nonzero((on_kind / total.clamp(min=1) >= 0.8) & (on_kind >= min_support))[:, 0]]
     masks = {j: ((codes.idx == j) & fired).any(1) for j in cands}
-    chosen: list[int] = []
-    union = torch.zeros_like(truth)
-    covered = 0.0
-    for _ in range(max_latents):
-        best = None
-        for j in cands:
-            if j in chosen:
-                continue
-            u = union | masks[j]
-            tp = float((u & truth).sum())
-            if tp / max(float(u.sum()), 1.0) >= min_precision and tp > covered + min_support // 4 and (best is None or tp > best[1]):
-                best = (j, tp)
-        if best is None:
-            break
-        chosen.append(best[0])
-        union |= masks[best[0]]
-        covered = best[1]
-    return chosen
+    return greedy_union(masks, truth, max_latents, min_precision, min_gain=min_support // 4)
 
 
 def choose_text_group(codes: Codes, tokens: Sequence[str], word: str, d_sae: int, *, max_group: int = 2,

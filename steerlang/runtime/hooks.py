@@ -98,7 +98,7 @@ class _Layer:
         return got
 
     def weights(self, g: Any, dtype: torch.dtype, field: str = "weights") -> Tensor:
-        """A group's weights (or offsets) as a tensor on this layer's device; cached per steerer."""
+        """A group's weights (or offsets, or latents) as a tensor on this layer's device; cached per steerer."""
         values = getattr(g, field)
         key = (g.latents, values, dtype, field)
         got = self.st.w_cache.get(key)
@@ -124,7 +124,7 @@ class _Layer:
             return None
         sae = self.st.plan.saes(self.layer, m)
         x = self.h[self.sel[m]].to(sae.W_enc.dtype)
-        pre = sae.pre_acts_at(x, torch.tensor(g.latents, dtype=torch.long, device=x.device))
+        pre = sae.pre_acts_at(x, self.weights(g, torch.long, "latents"))
         off = self.weights(g, pre.dtype, "offsets")
         return (pre * self.weights(g, pre.dtype) + off).amax(dim=1)
 
