@@ -28,26 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from steerlang.dictionary.build_concepts import threshold_for
+from steerlang.dictionary.build_concepts import fit_logistic, threshold_for
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int = 1, steps: int = 300, lr: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
-    torch.manual_seed(0)
-    w = torch.zeros(x.shape[1], classes, requires_grad=True)
-    b = torch.zeros(classes, requires_grad=True)
-    opt = torch.optim.Adam([w, b], lr=lr)
-    for _ in range(steps):
-        z = x @ w + b
-        if classes == 1:
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(z[:, 0], y.float())
-        else:
-            loss = torch.nn.functional.cross_entropy(z, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return w.detach(), b.detach()
 
 
 def measure(fires: torch.Tensor, held, kind: int) -> dict:  # noqa: ANN001

@@ -43,11 +43,14 @@ def harvested(
     count: int,
     acts_dir: str | os.PathLike | None = None,
     on_batch: Callable[[int], None] | None = None,
+    prompts: str = "describe",
 ) -> Path:
-    """A shard folder of all layers for `count` scenes of stream `seed`; harvested once, then reused."""
+    """A shard folder of all layers for `count` scenes of stream `seed` under `prompts` (describe or
+    questions, see `harvest_examples`); harvested once, then reused."""
     from steerlang.world.model import load_model
 
-    root = Path(acts_dir) if acts_dir else cache_root() / "acts" / f"{_model_key(model)}-s{seed}-n{count}"
+    suffix = "" if prompts == "describe" else f"-{prompts}"
+    root = Path(acts_dir) if acts_dir else cache_root() / "acts" / f"{_model_key(model)}-s{seed}-n{count}{suffix}"
     if (root / MANIFEST).exists():
         return root
     if root.exists() and any(root.iterdir()):
@@ -56,7 +59,7 @@ def harvested(
 
         shutil.rmtree(root)
     bundle = load_model(model)
-    harvest(bundle, root, seed=seed, count=count, on_batch=on_batch)
+    harvest(bundle, root, seed=seed, count=count, on_batch=on_batch, prompts=prompts)
     return root
 
 
@@ -231,18 +234,25 @@ def build_concepts(
     held_acts = harvested(model, seed=EVAL_SCENE_SEED, count=held_out)
     paths = {(int(e["layer"]), e["modality"]): out / e["path"] for e in index["saes"]}
     bundle = load_model(model)
-    # Image groups read before TopK only where image states cannot see the prompt: at the LM input,
-    # or everywhere when the image comes first. The toy model reads the question first; there the
-    # pre-activation thresholds, calibrated under the describe prompt, do not transfer (under "is
-    # there a cat ?" the layer-4 cat group passed on 92% of image patches), while TopK codes do.
+    # Image groups read each latent before TopK with its own threshold where image states cannot see
+    # the prompt: at the LM input, or everywhere when the image comes first. The toy model reads the
+    # question first; at its later layers such thresholds, calibrated under the describe prompt, do
+    # not transfer (under "is there a cat ?" the layer-4 cat group passed on 92% of image patches),
+    # so there groups are signed sums fitted under describe prompts and questions together.
     image_first = bundle.template.lstrip().startswith("{image}")
+    q_train_acts = q_held_acts = None
+    if not image_first and any(layer > 0 for layer in layers):
+        q_train_acts = harvested(model, seed=TRAIN_SCENE_SEED, count=count // 2, prompts="questions")
+        q_held_acts = harvested(model, seed=EVAL_SCENE_SEED, count=held_out, prompts="questions")
     reports, layer_groups = {}, {}
     for layer in layers:
         train = load_split(train_acts, layer, TRAIN_SCENE_SEED)
         held = load_split(held_acts, layer, EVAL_SCENE_SEED)
+        questions = (load_split(q_train_acts, layer, TRAIN_SCENE_SEED, images_only=True),
+                     load_split(q_held_acts, layer, EVAL_SCENE_SEED, images_only=True)) if q_train_acts and q_held_acts else None
         rep, groups = build_layer(layer, load_dictionary(paths[(layer, "image")]), load_dictionary(paths[(layer, "text")]),
-                                  train, held, min_precision=min_precision, read_before_topk=image_first or layer == 0,
-                                  log=log)
+                                  train, held, min_precision=min_precision,
+                                  image_read="pre" if image_first or layer == 0 else "linear", questions=questions, log=log)
         reports[layer], layer_groups[layer] = asdict(rep), groups
     concepts = assemble_concepts(layer_groups)
     states = reference_states(bundle, layers, train_acts, TRAIN_SCENE_SEED)

@@ -17,8 +17,12 @@ Per layer:
    each latent gets its own precise threshold, and the group fires where any latent passes its
    own. A latent that marks a cat's patch can lose the TopK there to latents other kinds share;
    its pre-activation still says "cat". This is done where image states cannot see the prompt
-   (`read_before_topk`: the LM input, or every layer when the image precedes the text); elsewhere,
-   and as the fallback, the group reads TopK codes.
+   (`image_read="pre"`: the LM input, or every layer when the image precedes the text). Where they
+   can (the toy model reads the question first, so layers >= 1), per-latent thresholds set under
+   the describe prompt do not transfer to questions; there the group is a signed weighted sum of
+   up to 32 latents' pre-activations (`choose_linear_group`, `image_read="linear"`) fitted on
+   states harvested under describe prompts and yes/no questions together. The fallback, when no
+   such group is precise enough, reads TopK codes (`choose_image_group`).
 A concept is then one variable across layers: same name, one group per (layer, modality).
 """
 
@@ -104,8 +108,9 @@ class Split:
     kinds_present: np.ndarray  # [n_scenes, n_kinds] bool
 
 
-def load_split(acts_dir: Any, layer: int, seed: int) -> Split:
-    """Image patches and caption tokens of one layer from a harvest, with toy-world ground truth."""
+def load_split(acts_dir: Any, layer: int, seed: int, *, images_only: bool = False) -> Split:
+    """Image patches and caption tokens of one layer from a harvest, with toy-world ground truth.
+    images_only: leave the answer tokens out (a question harvest's answers are yes/no, not captions)."""
     x, lab = ActivationSource.from_shards(acts_dir, layer, "image").load(with_labels=True)
     scene_ids = lab["scene"].long()
     n_scenes = int(scene_ids.max()) + 1
@@ -119,6 +124,10 @@ def load_split(acts_dir: Any, layer: int, seed: int) -> Split:
             strict[i][c >= STRICT_PIXELS] = k
             anyp[i][c > 0] = k
     cell = lab["cell"].long()
+    present = np.array([[k in s.kinds for k in KINDS] for s in scenes])
+    if images_only:
+        return Split(x, scene_ids, cell, strict[scene_ids, cell], anyp[scene_ids, cell], x[:0], scene_ids[:0], [],
+                     [s.caption for s in scenes], n_scenes, present)
     xt, lt = ActivationSource.from_shards(acts_dir, layer, "caption").load(with_labels=True)
     t_scene = lt["scene"].long()
     tokens: list[str] = []
@@ -128,7 +137,6 @@ def load_split(acts_dir: Any, layer: int, seed: int) -> Split:
     for i in range(n_scenes):
         words = scenes[i].caption.split() + ["</s>"]
         tokens += words[: int((t_scene == i).sum())]
-    present = np.array([[k in s.kinds for k in KINDS] for s in scenes])
     return Split(x, scene_ids, cell, strict[scene_ids, cell], anyp[scene_ids, cell], xt, t_scene, tokens,
                  [s.caption for s in scenes], n_scenes, present)
 
@@ -154,6 +162,9 @@ class GroupChoice:
         if self.read == "pre":
             assert pre is not None
             return (pre[:, self.latents] * torch.tensor(self.weights) + torch.tensor(self.offsets)).amax(1)
+        if self.read == "linear":
+            assert pre is not None
+            return pre[:, self.latents] @ torch.tensor(self.weights) + self.offsets[0]
         return codes.group(self.latents, self.weights or None) / self.scale
 
 
@@ -220,6 +231,59 @@ def choose_pre_group(pre: Tensor, labels: Tensor, kind: int, candidates: Sequenc
     g = GroupChoice(chosen, 1.0, PRE_THRESHOLD, 0.0, 0.0, weights, offsets, "pre")
     prec, rec = precision_recall(g.activation(None, pre) > PRE_THRESHOLD, truth)  # type: ignore[arg-type]
     g.train_precision, g.train_recall = prec, rec
+    return g
+
+
+def fit_logistic(x: Tensor, y: Tensor, classes: int = 1, steps: int = 300, lr: float = 0.05) -> tuple[Tensor, Tensor]:
+    """Full-batch logistic (classes=1, y bool) or softmax (y class ids) regression; seeded, Adam."""
+    torch.manual_seed(0)
+    w = torch.zeros(x.shape[1], classes, requires_grad=True)
+    b = torch.zeros(classes, requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=lr)
+    for _ in range(steps):
+        z = x @ w + b
+        if classes == 1:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(z[:, 0], y.float())
+        else:
+            loss = torch.nn.functional.cross_entropy(z, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return w.detach(), b.detach()
+
+
+def choose_linear_group(pre: Tensor, labels: Tensor, kind: int, candidates: Sequence[int], *, max_group: int = 32,
+                        min_precision: float = 0.93) -> GroupChoice | None:
+    """A signed weighted group of up to `max_group` latents read before TopK (a "linear" group).
+
+    The candidates whose pre-activation alone covers the most of the kind's training patches at
+    `min_precision` are kept; their weights are a logistic regression of "this patch is the kind"
+    on those pre-activations (standardised while fitting); the threshold is the lowest score at
+    which training precision stays `min_precision`. The score is then mapped affinely so that this
+    threshold reads PRE_THRESHOLD and the mean score of the kind's patches above it reads 1.0.
+    Fitting on states harvested under several prompts makes the group hold under each of them.
+    """
+    truth = labels == kind
+    if not candidates or not bool(truth.any()):
+        return None
+    covered = {}
+    for j in candidates:
+        t = threshold_for(pre[:, j], truth, min_precision)
+        covered[j] = float(((pre[:, j] >= t) & truth).sum()) if t != float("inf") else 0.0
+    keep = sorted(sorted(candidates), key=lambda j: -covered[j])[:max_group]
+    x = pre[:, keep]
+    sd = x.std(0).clamp(min=1e-6)
+    w, _ = fit_logistic(x / sd, truth)
+    w = w[:, 0] / sd
+    score = x @ w
+    t = threshold_for(score, truth, min_precision)
+    if t == float("inf"):
+        return None
+    typical = float(score[truth & (score >= t)].mean())
+    a = (1.0 - PRE_THRESHOLD) / max(typical - t, 1e-6)
+    weights = [round(float(v) * a, 6) for v in w]
+    g = GroupChoice(keep, 1.0, PRE_THRESHOLD, 0.0, 0.0, weights, [round(PRE_THRESHOLD - a * t, 6)], "linear")
+    g.train_precision, g.train_recall = precision_recall(g.activation(None, pre) > PRE_THRESHOLD, truth)  # type: ignore[arg-type]
     return g
 
 
@@ -344,13 +408,22 @@ def name_latents(pooled: np.ndarray, captions: Sequence[str], held_pooled: np.nd
 
 def build_layer(
     layer: int, sae_img: SAE, sae_txt: SAE, train: Split, held: Split, *, min_precision: float = 0.95,
-    pre_precision: float = 0.93, max_group: int = 8, read_before_topk: bool = True,
-    log: Callable[[str], None] = lambda _m: None,
+    pre_precision: float = 0.93, max_group: int = 8, image_read: str = "pre", linear_group: int = 32,
+    questions: tuple[Split, Split] | None = None, log: Callable[[str], None] = lambda _m: None,
 ) -> tuple[LayerReport, dict[str, Any]]:
-    """Everything the concept set needs from one layer (see the module docstring)."""
+    """Everything the concept set needs from one layer (see the module docstring).
+
+    `questions`: (training, held-out) image states of the same kind of scenes harvested under
+    yes/no questions; "linear" groups are fitted on both prompt sets, and every image group's
+    held-out precision / recall under questions is reported beside the describe-prompt figures.
+    """
+    if image_read not in ("code", "pre", "linear"):
+        raise ValueError(f"image_read: 'code', 'pre' or 'linear', got {image_read!r}")
     ci, ct = Codes.encode(sae_img, train.x_img), Codes.encode(sae_txt, train.x_txt)
     with torch.no_grad():
         pre, held_pre = sae_img.pre_acts(train.x_img), sae_img.pre_acts(held.x_img)
+        q_pre = tuple(sae_img.pre_acts(s.x_img) for s in questions) if questions else None
+    q_codes = Codes.encode(sae_img, questions[1].x_img) if questions else None
     hi, ht = Codes.encode(sae_img, held.x_img), Codes.encode(sae_txt, held.x_txt)
     di, dt = sae_img.cfg.d_sae, sae_txt.cfg.d_sae
     pi, pt = ci.pooled(train.img_scene, train.n_scenes, di), ct.pooled(train.txt_scene, train.n_scenes, dt)
@@ -393,7 +466,13 @@ def build_layer(
                        | {int(j) for j in np.nonzero((train_purity[:, k] >= 0.8) & (train_fc[:, k] >= 20))[0]})
         # Read before TopK, candidates are latents with >= 30% of their training firings on the kind.
         pre_cands = sorted(set(cands) | {int(j) for j in np.nonzero((train_purity[:, k] >= 0.3) & (train_fc[:, k] >= 20))[0]})
-        g = choose_pre_group(pre, train.img_label, k, pre_cands, max_group=max_group, min_precision=pre_precision) if read_before_topk else None
+        g = None
+        if image_read == "pre":
+            g = choose_pre_group(pre, train.img_label, k, pre_cands, max_group=max_group, min_precision=pre_precision)
+        elif image_read == "linear":
+            fit_pre, fit_labels = (torch.cat([pre, q_pre[0]]), torch.cat([train.img_label, questions[0].img_label])) if questions and q_pre \
+                else (pre, train.img_label)
+            g = choose_linear_group(fit_pre, fit_labels, k, pre_cands, max_group=linear_group, min_precision=pre_precision)
         if g is None:
             g = choose_image_group(ci, train.img_label, k, cands, min_precision=min_precision, max_group=max_group)
         tg = choose_text_group(ct, train.txt_token, kind, dt)
@@ -415,6 +494,9 @@ def build_layer(
                      "precision_any_pixel": pa, "recall_any_pixel": ra, "detection": det,
                      "train_precision": g.train_precision, "train_recall": g.train_recall, "extent": extent,
                      "mask": {"precision": mp8, "recall": mr8, "precision_any_pixel": mpa, "recall_any_pixel": mra}}
+            if questions and q_pre and q_codes is not None:
+                qp, qr = precision_recall(g.activation(q_codes, q_pre[1]) > g.threshold, questions[1].img_label == k)
+                entry["under_questions"] = {"precision": qp, "recall": qr}
             groups["image"][kind] = entry
         if tg is not None:
             held_act = ht.group(tg.latents) / tg.scale

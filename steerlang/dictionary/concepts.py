@@ -65,17 +65,22 @@ class LatentGroup:
     # sum_i w_i z_i / scale. "pre": it reads their encoder pre-activations p_i = (x - b_dec) . e_i + b_i,
     # which every latent has at every position whether or not it won the TopK, as
     # max_i (w_i p_i + offsets_i) (scale 1): each latent is mapped so that its own precise threshold
-    # lands on `threshold` and its typical strength on the kind's patches on 1.0.
-    read: Literal["code", "pre"] = "code"
+    # lands on `threshold` and its typical strength on the kind's patches on 1.0. "linear": a signed
+    # weighted sum of the same pre-activations, sum_i w_i p_i + offsets[0] (scale 1), mapped alike:
+    # `threshold` where it becomes precise, 1.0 its typical strength on the kind's patches.
+    read: Literal["code", "pre", "linear"] = "code"
     offsets: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        where = f"latent group at layer {self.layer} ({self.modality})"
         if len(self.latents) != len(self.weights) or not self.latents:
-            raise DictionaryError(f"latent group at layer {self.layer} ({self.modality}): latents and weights must be non-empty and of equal length")
-        if self.read not in ("code", "pre"):
-            raise DictionaryError(f"latent group at layer {self.layer} ({self.modality}): read must be 'code' or 'pre', got {self.read!r}")
+            raise DictionaryError(f"{where}: latents and weights must be non-empty and of equal length")
+        if self.read not in ("code", "pre", "linear"):
+            raise DictionaryError(f"{where}: read must be 'code', 'pre' or 'linear', got {self.read!r}")
         if self.read == "pre" and len(self.offsets) != len(self.latents):
-            raise DictionaryError(f"latent group at layer {self.layer} ({self.modality}): a 'pre' group needs one offset per latent")
+            raise DictionaryError(f"{where}: a 'pre' group needs one offset per latent")
+        if self.read == "linear" and len(self.offsets) != 1:
+            raise DictionaryError(f"{where}: a 'linear' group needs exactly one offset (its bias)")
 
 
 @dataclass(frozen=True)

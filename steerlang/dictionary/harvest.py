@@ -1,6 +1,7 @@
 """Harvest residual-stream activations from a model, labelled by modality, streamed to shards.
 
-Each sample is a toy-world scene run teacher-forced as `<s> <image>*N prompt caption </s>`. We
+Each sample is a toy-world scene run teacher-forced in the model's template (`<s> prompt <image>*N
+caption </s>` for the toy model; the answer is the caption, or yes/no under a question). We
 capture, with plain forward hooks (removed in `finally`), the residual stream at chosen layers.
 
 Layer numbering (everywhere in steerlang, as HF `hidden_states` and TransformerLens `resid_pre`):
@@ -22,9 +23,9 @@ from torch import Tensor
 from steerlang.dictionary.source import MODALITY_CODES, ShardWriter
 from steerlang.errors import InputError
 from steerlang.world.model import ModelBundle
-from steerlang.world.scenes import Scene, make_scene
+from steerlang.world.scenes import KINDS, Scene, make_scene
 from steerlang.world.train import Example, collate
-from steerlang.world.vocab import DESCRIBE_PROMPTS
+from steerlang.world.vocab import DESCRIBE_PROMPTS, question_for
 
 LM_INPUT = 0
 
@@ -90,8 +91,24 @@ class LayerCapture:
         self._handles.clear()
 
 
-def harvest_examples(scenes: Sequence[Scene], seed: int) -> list[Example]:
-    """One teacher-forced description per scene, with a seeded choice among the describe prompts."""
+PROMPT_SETS = ("describe", "questions")
+
+
+def harvest_examples(scenes: Sequence[Scene], seed: int, prompts: str = "describe") -> list[Example]:
+    """One teacher-forced example per scene, seeded: a description under one of the describe prompts,
+    or (prompts="questions") a yes/no question about a present or an absent kind, half each, as in
+    training. Question harvests calibrate concepts at layers where image states see the prompt."""
+    if prompts not in PROMPT_SETS:
+        raise InputError(f"prompts: must be one of {', '.join(PROMPT_SETS)}, got {prompts!r}")
+    if prompts == "questions":
+        rng = np.random.default_rng([seed, 999])
+        out = []
+        for s in scenes:
+            if rng.random() < 0.5:
+                out.append(Example(s, question_for(str(rng.choice(s.kinds))), "yes"))
+            else:
+                out.append(Example(s, question_for(str(rng.choice([k for k in KINDS if k not in s.kinds]))), "no"))
+        return out
     rng = np.random.default_rng([seed, 4321])
     return [Example(s, str(rng.choice(DESCRIBE_PROMPTS)), s.caption) for s in scenes]
 
@@ -111,11 +128,11 @@ def position_labels(bundle: ModelBundle, batch: dict[str, Tensor]) -> tuple[Tens
     return keep, modality, cell
 
 
-def scene_batch(bundle: ModelBundle, seed: int, ids: range) -> dict[str, Tensor]:
+def scene_batch(bundle: ModelBundle, seed: int, ids: range, prompts: str = "describe") -> dict[str, Tensor]:
     """The teacher-forced batch of scenes `ids` of stream `seed`, exactly as the harvester sees it
     (the spliced-loss evaluation reuses it, so both read the same prompts)."""
     scenes = [make_scene(seed, i) for i in ids]
-    return collate(bundle, harvest_examples(scenes, seed * 1_000_003 + ids.start))
+    return collate(bundle, harvest_examples(scenes, seed * 1_000_003 + ids.start, prompts))
 
 
 @torch.no_grad()
@@ -129,6 +146,7 @@ def harvest(
     batch_size: int = 64,
     dtype: torch.dtype = torch.float32,
     shard_rows: int = 65536,
+    prompts: str = "describe",
     on_batch: Callable[[int], None] | None = None,
 ) -> Path:
     """Run `count` scenes of stream `seed` and write their activations to `out_dir` (shards)."""
@@ -137,11 +155,11 @@ def harvest(
     n_layers = len(decoder_layers(bundle))
     layers = check_layers(bundle, range(0, n_layers + 1) if layers is None else layers)
     d_in = int(bundle.model.config.text_config.hidden_size)
-    meta = {"scene_seed": seed, "scene_count": count, "patch_grid": list(bundle.patch_grid)}
+    meta = {"scene_seed": seed, "scene_count": count, "patch_grid": list(bundle.patch_grid), "prompts": prompts}
     with ShardWriter(out_dir, layers, d_in, model=bundle.name, dtype=dtype, shard_rows=shard_rows, metadata=meta) as writer:
         for start in range(0, count, batch_size):
             ids = range(start, min(count, start + batch_size))
-            batch = scene_batch(bundle, seed, ids)
+            batch = scene_batch(bundle, seed, ids, prompts)
             keep, modality, cell = position_labels(bundle, batch)
             with LayerCapture(bundle, layers) as cap:
                 bundle.model(**{k: v for k, v in batch.items() if k != "labels"})

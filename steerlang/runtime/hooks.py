@@ -110,7 +110,7 @@ class _Layer:
     def term_activation(self, c: Any, m: str, z: Tensor | None = None) -> Tensor | None:
         """[N_m] activation of one dictionary concept on modality m's positions (None: no group)."""
         g = c.group(self.layer, m)
-        if g is not None and g.read == "pre":
+        if g is not None and g.read != "code":
             return self._pre_activation(m, g)
         zz = self.latents(m) if z is None else z
         if g is None or zz is None:
@@ -118,14 +118,17 @@ class _Layer:
         return (zz[:, self.cols(m, g.latents)] @ self.weights(g, zz.dtype)) / g.scale
 
     def _pre_activation(self, m: str, g: Any) -> Tensor | None:
-        """[N_m] a "pre" group's activation: max_i (w_i p_i + offsets_i) over its latents'
-        encoder pre-activations on this call's hidden states (see LatentGroup)."""
+        """[N_m] the activation of a group read before TopK from its latents' encoder
+        pre-activations p on this call's hidden states (see LatentGroup): "pre" max_i (w_i p_i +
+        offsets_i), "linear" sum_i w_i p_i + offsets_0."""
         if not bool(self.sel[m].any()) or (self.layer, m) not in self.st.plan.latents:
             return None
         sae = self.st.plan.saes(self.layer, m)
         x = self.h[self.sel[m]].to(sae.W_enc.dtype)
         pre = sae.pre_acts_at(x, self.weights(g, torch.long, "latents"))
         off = self.weights(g, pre.dtype, "offsets")
+        if g.read == "linear":
+            return pre @ self.weights(g, pre.dtype) + off[0]
         return (pre * self.weights(g, pre.dtype) + off).amax(dim=1)
 
     def activation(self, cc: CConcept, z: dict[str, Tensor | None] | None = None) -> Tensor:
@@ -203,6 +206,12 @@ class _Layer:
         cols = self.cols(m, g.latents)
         sub = z[:, cols]
         z[:, cols] = torch.where(rows[:, None], fn(sub), sub)
+
+    def _switch_off(self, m: str, g: Any, rows: Tensor) -> None:
+        """Zero the codes of the group's positive-weight latents on `rows`; a negative weight marks
+        evidence against the concept, which switching it off should not remove."""
+        keep = self.weights(g, torch.float32) <= 0
+        self._update(m, g, rows, lambda sub: sub * keep.to(sub.dtype))
 
     def _set_activation(self, m: str, g: Any, rows: Tensor, value: Tensor | float) -> None:
         pos_w = self.weights(g, torch.float32).clamp(min=0)
@@ -319,7 +328,7 @@ class _Layer:
                         continue
                 if e.op == "off":
                     for g, _w, _c in e.target.groups(self.layer, m):
-                        self._update(m, g, present, torch.zeros_like)
+                        self._switch_off(m, g, present)
                 else:
                     self._replace_latents(e, m, present)
                 continue
@@ -336,7 +345,7 @@ class _Layer:
                     break
                 weight = w if e.target.combine == "sum" else 1.0
                 if e.op == "off":
-                    self._update(m, g, rows, torch.zeros_like)
+                    self._switch_off(m, g, rows)
                 elif e.op in ("on", "set"):
                     v = 1.0 if e.op == "on" else float(e.value)  # type: ignore[arg-type]
                     self._set_activation(m, g, rows, v * weight)
@@ -364,7 +373,7 @@ class _Layer:
         assert e.replacement is not None
         strength = self.activation(e.target)[self.sel[m]]
         for g, _w, _c in e.target.groups(self.layer, m):
-            self._update(m, g, rows, torch.zeros_like)
+            self._switch_off(m, g, rows)
         for g, w, _c in e.replacement.groups(self.layer, m):
             weight = w if e.replacement.combine == "sum" else 1.0
             self._set_activation(m, g, rows, strength * weight)

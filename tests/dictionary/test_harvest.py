@@ -87,3 +87,22 @@ def test_dict_train_rejects_bad_layer_and_modality_before_harvesting(tmp_path) -
         res = CliRunner().invoke(app, ["dict", "train", "--out", str(tmp_path / "d"), *args])
         assert res.exit_code == 1 and needle in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_question_harvest_asks_present_and_absent_kinds(bundle: ModelBundle, tmp_path) -> None:
+    from steerlang.dictionary.harvest import harvest_examples
+
+    scenes = [make_scene(5, i) for i in range(200)]
+    ex = harvest_examples(scenes, 11, "questions")
+    kinds = [e.prompt.split()[3] for e in ex]
+    assert all(e.prompt.startswith("is there a ") for e in ex)
+    assert all((e.answer == "yes") == (k in s.kinds) for e, k, s in zip(ex, kinds, scenes, strict=True))
+    assert 70 <= sum(e.answer == "yes" for e in ex) <= 130
+    assert harvest_examples(scenes, 11, "questions") == ex  # seeded
+    with pytest.raises(InputError, match="prompts"):
+        harvest_examples(scenes, 11, "captions")
+    out = harvest(bundle, tmp_path / "q", seed=5, count=3, batch_size=4, layers=[1], prompts="questions")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metadata"]["prompts"] == "questions"
+    _, lab = ActivationSource.from_shards(out, 1, "both").load(with_labels=True)
+    assert int((lab["modality"] == 2).sum()) == 3 * 2  # yes / no, then </s>

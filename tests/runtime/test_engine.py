@@ -221,34 +221,40 @@ def test_hooks_removed_after_run(session, bundle, pics) -> None:  # noqa: ANN001
     assert hooks_left(bundle.model) == before
 
 
-def test_pre_group_reads_encoder_preactivations(bundle, concept_dir, tmp_path, enc) -> None:  # noqa: ANN001
-    """A "pre" image group fires where max_i (w_i p_i + offset_i) > threshold, p = the encoder's
-    pre-activations of its latents (whether or not they won the TopK); `off` blanks its closing."""
+@pytest.mark.parametrize("read", ["pre", "linear"])
+def test_pre_group_reads_encoder_preactivations(bundle, concept_dir, tmp_path, enc, read) -> None:  # noqa: ANN001
+    """An image group read before TopK fires where its score > threshold, from p = the encoder's
+    pre-activations of its latents (whether or not they won the TopK): "pre" max_i (w_i p_i +
+    offset_i), "linear" sum_i w_i p_i + offset_0 (signed); `off` blanks its closing."""
     import json
     import shutil
 
     from steerlang.dictionary.concepts import load_concept_set
     from steerlang.runtime.session import Session
 
+    weights, offsets = ([0.5, 0.8], [-0.1, 0.05]) if read == "pre" else ([10.0, -1.0], [0.05])
     root = tmp_path / "withpre"
     shutil.copytree(concept_dir, root)
     spec = json.loads((root / "concepts.json").read_text())
     sun = next(c for c in spec["concepts"] if c["name"] == "sun")
     moon = {**sun, "index": 1, "name": "moon", "aliases": [], "groups": [{
-        **sun["groups"][0], "layer": 0, "latents": [40, 41], "weights": [0.5, 0.8], "offsets": [-0.1, 0.05],
-        "read": "pre", "threshold": 0.15}]}
+        **sun["groups"][0], "layer": 0, "latents": [40, 41], "weights": weights, "offsets": offsets,
+        "read": read, "threshold": 0.15}]}
     spec["concepts"].append(moon)
     (root / "concepts.json").write_text(json.dumps(spec))
     cs = load_concept_set(root)
     g = cs.by_name("moon").group(0, "image")
-    assert g.read == "pre" and g.offsets == (-0.1, 0.05)
+    assert g.read == read and g.offsets == tuple(offsets)
     session = Session(bundle, cs)
     img = session.adapter.image_mask(enc["input_ids"])
     before, after = edited_input(session, 'let moon = concept "moon"\nsteer image at layer 0 { off moon }', enc)
     sae = cs.sae(0, "image")
     with torch.no_grad():
         pre = sae.pre_acts(before[img])[:, [40, 41]]
-    act = (pre * torch.tensor([0.5, 0.8]) + torch.tensor([-0.1, 0.05])).amax(1)
+    if read == "pre":
+        act = (pre * torch.tensor(weights) + torch.tensor(offsets)).amax(1)
+    else:
+        act = pre @ torch.tensor(weights) + offsets[0]
     present = act > 0.15
     assert 0 < int(present.sum()) < len(present)
     patch = (img.long().cumsum(1) - 1)[img]

@@ -72,12 +72,13 @@ def test_off_rewrites_the_whole_object_not_only_the_marked_patches(toy) -> None:
     assert (changed & others).sum() <= 0.1 * others.sum()
 
 
-def test_shipped_groups_read_before_topk_only_at_the_lm_input(toy) -> None:  # noqa: ANN001
-    """The toy model reads the prompt before the image, so only layer-0 image groups may read
-    pre-activations (their thresholds do not transfer across prompts at later layers)."""
+def test_shipped_image_groups_read_before_topk(toy) -> None:  # noqa: ANN001
+    """The toy model reads the prompt before the image: layer-0 image groups read each latent's
+    pre-activation with its own threshold; later layers' image states see the prompt, so their
+    groups are signed sums fitted under describe prompts and questions together."""
     assert toy.bundle.template.startswith("{prompt}")
     for kind in ("cat", "dog", "house"):
         c = toy.concepts.by_name(kind)
         reads = {g.layer: g.read for g in c.groups if g.modality == "image"}
-        assert reads[0] == "pre" and all(r == "code" for layer, r in reads.items() if layer > 0)
+        assert reads[0] == "pre" and all(r == "linear" for layer, r in reads.items() if layer > 0)
         assert all(g.read == "code" for g in c.groups if g.modality == "text")
