@@ -10,6 +10,8 @@ are dropped: those latents stay modality-specific.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +85,27 @@ def retrieval_recall(
     # rank = number of other keys strictly better, plus ties with other keys (pessimistic)
     better = (sim > own[:, None]).sum(1) + ((sim == own[:, None]).sum(1) - 1)
     return {k: float((better < k).mean()) for k in ks}
+
+
+def caption_recall(
+    q: np.ndarray, keys: np.ndarray, captions: Sequence[str], ks: tuple[int, ...] = (1, 5, 10)
+) -> dict[int, float]:
+    """R@k where a key counts as relevant when its scene's caption equals the query's (the retrieved
+    text describes the query scene exactly, as with COCO's several captions per image): whether the
+    best-ranked relevant key is in the top k, ties with irrelevant keys counted against."""
+    sim = cosine_matrix(q, keys)
+    cap = np.asarray(captions)
+    rel = cap[:, None] == cap[None, :]
+    best = np.where(rel, sim, -np.inf).max(1)
+    rank = ((sim >= best[:, None]) & ~rel).sum(1)
+    return {k: float((rank < k).mean()) for k in ks}
+
+
+def strict_ceiling(captions: Sequence[str]) -> float:
+    """The strict R@1 of a perfect matcher that cannot tell scenes with equal captions apart, ties
+    in random order: mean over queries of 1 / (number of scenes sharing the query's caption)."""
+    counts = Counter(captions)
+    return float(np.mean([1.0 / counts[c] for c in captions])) if len(captions) else 0.0
 
 
 def map_image_to_text(z_image: np.ndarray, alignment: Alignment, d_text: int) -> np.ndarray:

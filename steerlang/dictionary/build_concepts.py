@@ -36,7 +36,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from steerlang.dictionary.align import align, map_image_to_text, retrieval_recall
+from steerlang.dictionary.align import (
+    align,
+    caption_recall,
+    map_image_to_text,
+    retrieval_recall,
+    strict_ceiling,
+)
 from steerlang.dictionary.name import (
     LatentEvidence,
     TfidfNamer,
@@ -383,6 +389,10 @@ class LayerReport:
     layer: int
     retrieval_i2t: dict[int, float] = field(default_factory=dict)
     retrieval_t2i: dict[int, float] = field(default_factory=dict)
+    # Relevance by caption: a retrieved text (image) counts when its scene's caption is the query's.
+    retrieval_i2t_caption: dict[int, float] = field(default_factory=dict)
+    retrieval_t2i_caption: dict[int, float] = field(default_factory=dict)
+    strict_ceiling: float = 0.0  # strict R@1 of a perfect matcher that cannot tell equal captions apart
     matched: int = 0
     matching_rate: float = 0.0
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -435,6 +445,9 @@ def build_layer(
     mapped = map_image_to_text(hpi, al, dt)
     report.retrieval_i2t = retrieval_recall(mapped, hpt)
     report.retrieval_t2i = retrieval_recall(hpt, mapped)
+    report.retrieval_i2t_caption = caption_recall(mapped, hpt, held.captions)
+    report.retrieval_t2i_caption = caption_recall(hpt, mapped, held.captions)
+    report.strict_ceiling = strict_ceiling(held.captions)
     # Matching rate: top-3 image latents of each held-out image (no latent firing on > 5% of patches).
     patch_freq = ci.fire_counts(torch.zeros_like(train.img_label), 1, di)[:, 0] / len(train.img_label)
     eligible = np.array([j in img_names and patch_freq[j] <= 0.05 for j in range(di)])

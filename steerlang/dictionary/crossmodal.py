@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from steerlang.atomic import write_text
+from steerlang.dictionary.align import caption_recall, cosine_matrix, retrieval_recall, strict_ceiling
 
 IMAGE, TEXT = 0, 1
 
@@ -186,30 +187,18 @@ def load_joint(path: str | os.PathLike) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------------------- metrics
-def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return a @ b.T
-
-
 def recall_at_k(q: np.ndarray, keys: np.ndarray, captions: list[str] | None = None,
-              ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, dict[int, float]]:
+                ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, Any]:
     """R@k of query i against keys by cosine.
 
     strict: the own key i must rank in the top k, ties with other keys counted against.
-    caption: a key counts as relevant when its caption equals the query's caption; R@k = whether
-    the best-ranked relevant key is in the top k, ties with irrelevant keys counted against.
+    caption: a key counts as relevant when its caption equals the query's caption (`caption_recall`);
+    strict_ceiling: the strict R@1 a matcher that cannot tell equal captions apart reaches.
     """
-    sim = _cos(q, keys)
-    own = np.diag(sim)
-    rank = (sim > own[:, None]).sum(1) + (sim == own[:, None]).sum(1) - 1
-    out = {"strict": {k: float((rank < k).mean()) for k in ks}}
+    out: dict[str, Any] = {"strict": retrieval_recall(q, keys, ks)}
     if captions is not None:
-        cap = np.asarray(captions)
-        rel = cap[:, None] == cap[None, :]
-        best = np.where(rel, sim, -np.inf).max(1)
-        crank = ((sim >= best[:, None]) & ~rel).sum(1)
-        out["caption"] = {k: float((crank < k).mean()) for k in ks}
+        out["caption"] = caption_recall(q, keys, captions, ks)
+        out["strict_ceiling"] = strict_ceiling(captions)
     return out
 
 
@@ -217,10 +206,10 @@ def intra_inter_similarity(z_img: np.ndarray, z_txt: np.ndarray) -> dict[str, fl
     """VL-SAE: mean cosine of pooled codes within a modality (over distinct pairs) and between the
     paired image and text of the same sample (inter)."""
     def intra(z: np.ndarray) -> float:
-        s = _cos(z, z)
+        s = cosine_matrix(z, z)
         n = len(z)
         return float((s.sum() - np.trace(s)) / max(n * (n - 1), 1))
-    inter = float(np.mean(np.diag(_cos(z_img, z_txt))))
+    inter = float(np.mean(np.diag(cosine_matrix(z_img, z_txt))))
     return {"intra_image": intra(z_img), "intra_text": intra(z_txt), "inter": inter}
 
 

@@ -54,6 +54,7 @@ def test_retrieval_strict_and_caption():
     assert r["strict"][1] == 0.5  # query 0 ties with key 1, query 1 ties with all
     assert r["caption"][1] == 0.75  # query 0 ties only with a same-caption key: correct
     assert r["strict"][2] == 0.75  # query 1 is orthogonal to every key: all tie, counted against
+    assert r["strict_ceiling"] == 0.75  # queries 0 and 1 share a caption: 1/2 each, then 1 and 1
 
 
 def test_similarity_mass_angle_matching():

@@ -1,0 +1,114 @@
+"""How much of image -> text retrieval comes from the caption tokens having seen their own image? (issue 4)
+
+    python benchmarks/retrieval_context.py --out runs/retrieval_context.json --md runs/retrieval_context.md
+
+The concept set's retrieval (`concepts_report.json`, `steer dict align-eval`) reads caption tokens
+from the paired forward pass, `<s> prompt <image>*N caption`, as the dictionaries were trained: at
+layers >= 1 those states have attended to the very image they are matched against. Here the same
+held-out captions (stream 3, 500 scenes) are read again in two other contexts, and image -> text
+R@1 is recomputed with the same image codes and the same matching (the builder's: Hungarian on
+training-scene correlations, `align`):
+
+- `paired`: as harvested (the concept set's figure);
+- `blank image`: the caption after a blank image, same prompt (nothing to leak; out of
+  distribution for a caption that names objects);
+- `no image`: the prompt and caption alone, image tokens removed (the toy model never saw this).
+
+Both relevance criteria: strict (own scene only) and caption-level (any scene with the same
+caption), with the strict ceiling (what a perfect matcher that cannot tell equal captions apart
+reaches). Layer 0 is context-free (token embeddings), so all three agree there. ~2 min.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTEXTS = ("paired", "blank image", "no image")
+
+
+@torch.no_grad()
+def caption_states(bundle, layers: list[int], seed: int, count: int, context: str) -> tuple[dict[int, torch.Tensor], torch.Tensor]:  # noqa: ANN001
+    """Caption-token states per layer and their scene ids, read in `context`."""
+    from steerlang.dictionary.harvest import LayerCapture, position_labels, scene_batch
+    from steerlang.world.scenes import blank_image
+
+    blank = bundle.processor.image_processor([blank_image()], return_tensors="pt")["pixel_values"]
+    states: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    scenes = []
+    for start in range(0, count, 100):
+        ids = range(start, min(count, start + 100))
+        batch = scene_batch(bundle, seed, ids)
+        keep, modality, _cell = position_labels(bundle, batch)
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if context == "blank image":
+            inputs["pixel_values"] = blank.expand_as(batch["pixel_values"]).clone()
+        elif context == "no image":
+            text = batch["input_ids"] != bundle.image_token_id  # every row has the same number of image tokens
+            n = len(ids)
+            inputs = {"input_ids": batch["input_ids"][text].view(n, -1), "attention_mask": batch["attention_mask"][text].view(n, -1)}
+            keep, modality = keep[text].view(n, -1), modality[text].view(n, -1)
+        with LayerCapture(bundle, layers) as cap:
+            bundle.model(**inputs)
+        sel = keep & (modality == 2)  # caption tokens (and </s>)
+        scenes.append(torch.tensor(list(ids))[:, None].expand_as(sel)[sel])
+        for layer in layers:
+            states[layer].append(cap.captured[layer][sel].float())
+    return {layer: torch.cat(v) for layer, v in states.items()}, torch.cat(scenes)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--layer", type=int, action="append", default=[])
+    ap.add_argument("--dict", type=Path, default=ROOT / "dictionaries" / "toyworld")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--md", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+
+    from steerlang.dictionary.align import (
+        align,
+        caption_recall,
+        map_image_to_text,
+        retrieval_recall,
+        strict_ceiling,
+    )
+    from steerlang.dictionary.api import EVAL_SCENE_SEED, TRAIN_SCENE_SEED, harvested
+    from steerlang.dictionary.build_concepts import Codes, load_split
+    from steerlang.dictionary.io import load_dictionary
+    from steerlang.world.model import load_model
+
+    layers = args.layer or [0, 1, 2, 3, 4]
+    bundle = load_model("toyworld")
+    train_acts = harvested("toyworld", seed=TRAIN_SCENE_SEED, count=3000)
+    held_acts = harvested("toyworld", seed=EVAL_SCENE_SEED, count=500)
+    read = {c: caption_states(bundle, layers, EVAL_SCENE_SEED, 500, c) for c in CONTEXTS if c != "paired"}
+    report: dict = {"held_out": {"seed": EVAL_SCENE_SEED, "count": 500}, "layers": {}}
+    for layer in layers:
+        train, held = load_split(train_acts, layer, TRAIN_SCENE_SEED), load_split(held_acts, layer, EVAL_SCENE_SEED)
+        sae_i, sae_t = load_dictionary(args.dict / f"saes/layer{layer}-image"), load_dictionary(args.dict / f"saes/layer{layer}-text")
+        di, dt = sae_i.cfg.d_sae, sae_t.cfg.d_sae
+        pi = Codes.encode(sae_i, train.x_img).pooled(train.img_scene, train.n_scenes, di)
+        pt = Codes.encode(sae_t, train.x_txt).pooled(train.txt_scene, train.n_scenes, dt)
+        mapped = map_image_to_text(Codes.encode(sae_i, held.x_img).pooled(held.img_scene, held.n_scenes, di), align(pi, pt, min_corr=0.5), dt)
+        keys = {"paired": Codes.encode(sae_t, held.x_txt).pooled(held.txt_scene, held.n_scenes, dt)}
+        for c, (states, scenes) in read.items():
+            keys[c] = Codes.encode(sae_t, states[layer]).pooled(scenes, held.n_scenes, dt)
+        report["layers"][str(layer)] = {
+            c: {"strict": retrieval_recall(mapped, k), "caption": caption_recall(mapped, k, held.captions)} for c, k in keys.items()}
+        report["strict_ceiling"] = strict_ceiling(held.captions)
+        print(f"layer {layer}: " + "  ".join(f"{c} {v['caption'][1]:.2f}" for c, v in report["layers"][str(layer)].items()), flush=True)
+    lines = ["| layer | " + " | ".join(f"i2t R@1 {c} (strict / caption)" for c in CONTEXTS) + " |", "|---|" + "---|" * len(CONTEXTS)]
+    for layer, r in report["layers"].items():
+        lines.append(f"| {layer} | " + " | ".join(f"{r[c]['strict'][1]:.2f} / {r[c]['caption'][1]:.2f}" for c in CONTEXTS) + " |")
+    lines.append(f"\nStrict ceiling (equal captions indistinguishable, random ties): {report['strict_ceiling']:.3f}")
+    from report import save_report
+
+    save_report(report, args.out, args.md, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
