@@ -14,9 +14,15 @@ training-scene correlations, `align`):
   distribution for a caption that names objects);
 - `no image`: the prompt and caption alone, image tokens removed (the toy model never saw this).
 
+- `query image` (cross-encoder): every *distinct* held-out caption is read after the query's own
+  image, so all candidates have seen the same image and none gains from it; a hit when the query's
+  caption matches the query image's aligned code strictly better than every other distinct
+  caption (R@1 over the distinct captions, ties against; the first --queries held-out scenes).
+
 Both relevance criteria: strict (own scene only) and caption-level (any scene with the same
 caption), with the strict ceiling (what a perfect matcher that cannot tell equal captions apart
-reaches). Layer 0 is context-free (token embeddings), so all three agree there. ~2 min.
+reaches). Layer 0 is context-free (token embeddings), so all contexts agree there. ~2 min, plus
+~3 s per query for `query image`.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,10 +67,29 @@ def caption_states(bundle, layers: list[int], seed: int, count: int, context: st
     return {layer: torch.cat(v) for layer, v in states.items()}, torch.cat(scenes)
 
 
+@torch.no_grad()
+def query_image_codes(bundle, layers: list[int], scene, captions: list[str], saes: dict) -> dict[int, np.ndarray]:  # noqa: ANN001
+    """Pooled text codes [len(captions), d] per layer of every caption read after `scene`'s image."""
+    from steerlang.dictionary.build_concepts import Codes
+    from steerlang.dictionary.harvest import LayerCapture, position_labels
+    from steerlang.world.train import Example, collate
+    from steerlang.world.vocab import DEFAULT_PROMPT
+
+    batch = collate(bundle, [Example(scene, DEFAULT_PROMPT, c) for c in captions])
+    keep, modality, _cell = position_labels(bundle, batch)
+    with LayerCapture(bundle, layers) as cap:
+        bundle.model(**{k: v for k, v in batch.items() if k != "labels"})
+    sel = keep & (modality == 2)
+    rows = torch.arange(len(captions))[:, None].expand_as(sel)[sel]
+    return {layer: Codes.encode(saes[layer], cap.captured[layer][sel].float()).pooled(rows, len(captions), saes[layer].cfg.d_sae)
+            for layer in layers}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--layer", type=int, action="append", default=[])
     ap.add_argument("--dict", type=Path, default=ROOT / "dictionaries" / "toyworld")
+    ap.add_argument("--queries", type=int, default=100, help="held-out scenes used as queries in the `query image` context (0: skip)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--md", type=Path, default=None)
     args = ap.parse_args()
@@ -72,6 +98,7 @@ def main() -> None:
     from steerlang.dictionary.align import (
         align,
         caption_recall,
+        cosine_matrix,
         map_image_to_text,
         retrieval_recall,
         strict_ceiling,
@@ -86,7 +113,8 @@ def main() -> None:
     train_acts = harvested("toyworld", seed=TRAIN_SCENE_SEED, count=3000)
     held_acts = harvested("toyworld", seed=EVAL_SCENE_SEED, count=500)
     read = {c: caption_states(bundle, layers, EVAL_SCENE_SEED, 500, c) for c in CONTEXTS if c != "paired"}
-    report: dict = {"held_out": {"seed": EVAL_SCENE_SEED, "count": 500}, "layers": {}}
+    report: dict = {"held_out": {"seed": EVAL_SCENE_SEED, "count": 500}, "queries": args.queries, "layers": {}}
+    mapped_by_layer: dict[int, np.ndarray] = {}
     for layer in layers:
         train, held = load_split(train_acts, layer, TRAIN_SCENE_SEED), load_split(held_acts, layer, EVAL_SCENE_SEED)
         sae_i, sae_t = load_dictionary(args.dict / f"saes/layer{layer}-image"), load_dictionary(args.dict / f"saes/layer{layer}-text")
@@ -100,10 +128,30 @@ def main() -> None:
         report["layers"][str(layer)] = {
             c: {"strict": retrieval_recall(mapped, k), "caption": caption_recall(mapped, k, held.captions)} for c, k in keys.items()}
         report["strict_ceiling"] = strict_ceiling(held.captions)
+        mapped_by_layer[layer] = mapped
         print(f"layer {layer}: " + "  ".join(f"{c} {v['caption'][1]:.2f}" for c, v in report["layers"][str(layer)].items()), flush=True)
-    lines = ["| layer | " + " | ".join(f"i2t R@1 {c} (strict / caption)" for c in CONTEXTS) + " |", "|---|" + "---|" * len(CONTEXTS)]
+    if args.queries > 0:
+        from tqdm import tqdm
+
+        from steerlang.world.scenes import make_scene
+
+        held_captions = load_split(held_acts, layers[0], EVAL_SCENE_SEED).captions
+        distinct = sorted(set(held_captions))
+        saes = {layer: load_dictionary(args.dict / f"saes/layer{layer}-text") for layer in layers}
+        hits = {layer: [] for layer in layers}
+        for i in tqdm(range(min(args.queries, len(held_captions))), desc="query image", disable=None):
+            codes = query_image_codes(bundle, layers, make_scene(EVAL_SCENE_SEED, i), distinct, saes)
+            for layer in layers:
+                sim = cosine_matrix(mapped_by_layer[layer][i : i + 1], codes[layer])[0]
+                own = distinct.index(held_captions[i])
+                hits[layer].append(bool(sim[own] > np.delete(sim, own).max()))  # ties count against
+        for layer in layers:
+            report["layers"][str(layer)]["query image"] = {"caption": {1: float(np.mean(hits[layer]))}, "candidates": len(distinct)}
+    shown = [c for c in (*CONTEXTS, "query image") if c in report["layers"][str(layers[0])]]
+    lines = ["| layer | " + " | ".join(f"i2t R@1 {c} (strict / caption)" for c in shown) + " |", "|---|" + "---|" * len(shown)]
     for layer, r in report["layers"].items():
-        lines.append(f"| {layer} | " + " | ".join(f"{r[c]['strict'][1]:.2f} / {r[c]['caption'][1]:.2f}" for c in CONTEXTS) + " |")
+        lines.append(f"| {layer} | " + " | ".join(f"{r[c]['strict'][1]:.2f} / {r[c]['caption'][1]:.2f}" if "strict" in r[c]
+                                                  else f"- / {r[c]['caption'][1]:.2f}" for c in shown) + " |")
     lines.append(f"\nStrict ceiling (equal captions indistinguishable, random ties): {report['strict_ceiling']:.3f}")
     from report import save_report
 

@@ -63,7 +63,8 @@ def show_cmd(
         return
     out_console.print(f"[bold]{c.name}[/bold]  {c.key}  detection {card['detection']}  frequency {card['frequency']:.3f}")
     for g in card["groups"]:
-        out_console.print(f"  layer {g['layer']} {g['modality']:5s} latents {g['latents']}  scale {g['scale']:.3g}  "
+        read = "" if g["read"] == "code" else f"  read {g['read']} (before TopK)"
+        out_console.print(f"  layer {g['layer']} {g['modality']:5s} latents {g['latents']}{read}  scale {g['scale']:.3g}  "
                           f"threshold {g['threshold']}  precision {g['precision']}  recall {g['recall']}", markup=False)
     if "picture" in card:
         out_console.print(f"wrote {card['picture']}", markup=False)

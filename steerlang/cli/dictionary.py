@@ -20,6 +20,7 @@ def harvest_cmd(
     model: str = typer.Option("toyworld", "--model"),
     seed: int = typer.Option(2, "--seed", help="Scene stream."),
     count: int = typer.Option(3000, "--count", help="Number of scenes."),
+    prompts: str = typer.Option("describe", "--prompts", help="describe (a caption per scene) or questions (a yes/no question per scene)."),
 ) -> None:
     """Capture the LM input and every decoder layer's output, labelled image / prompt / caption."""
     from rich.progress import Progress
@@ -28,7 +29,7 @@ def harvest_cmd(
 
     with Progress(console=err_console) as bar:
         task = bar.add_task("harvesting", total=count)
-        harvested(model, seed=seed, count=count, acts_dir=out, on_batch=lambda n: bar.advance(task, n))
+        harvested(model, seed=seed, count=count, acts_dir=out, on_batch=lambda n: bar.advance(task, n), prompts=prompts)
     err_console.print(f"wrote activations to {out}")
 
 

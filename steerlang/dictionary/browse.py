@@ -49,7 +49,8 @@ def concept_card(c: Concept) -> dict[str, Any]:
     return {
         "name": c.name, "id": c.key, "aliases": list(c.aliases), "detection": c.detection, "frequency": c.frequency,
         "groups": [{"layer": g.layer, "modality": g.modality, "latents": list(g.latents), "weights": list(g.weights),
-                    "scale": g.scale, "threshold": g.threshold, "precision": g.precision, "recall": g.recall}
+                    "scale": g.scale, "threshold": g.threshold, "precision": g.precision, "recall": g.recall,
+                    "read": g.read}
                    for g in c.groups],
         "evidence": c.evidence,
     }

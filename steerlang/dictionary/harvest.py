@@ -152,6 +152,8 @@ def harvest(
     """Run `count` scenes of stream `seed` and write their activations to `out_dir` (shards)."""
     if count <= 0:
         raise InputError(f"--count: must be at least 1, got {count}")
+    if prompts not in PROMPT_SETS:
+        raise InputError(f"--prompts: must be one of {', '.join(PROMPT_SETS)}, got {prompts!r}")
     n_layers = len(decoder_layers(bundle))
     layers = check_layers(bundle, range(0, n_layers + 1) if layers is None else layers)
     d_in = int(bundle.model.config.text_config.hidden_size)

@@ -101,6 +101,9 @@ def test_question_harvest_asks_present_and_absent_kinds(bundle: ModelBundle, tmp
     assert harvest_examples(scenes, 11, "questions") == ex  # seeded
     with pytest.raises(InputError, match="prompts"):
         harvest_examples(scenes, 11, "captions")
+    with pytest.raises(InputError, match="--prompts"):
+        harvest(bundle, tmp_path / "bad", seed=5, count=3, layers=[1], prompts="captions")
+    assert not (tmp_path / "bad").exists()
     out = harvest(bundle, tmp_path / "q", seed=5, count=3, batch_size=4, layers=[1], prompts="questions")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["metadata"]["prompts"] == "questions"
