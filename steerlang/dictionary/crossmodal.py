@@ -220,11 +220,24 @@ def modality_mass(mass_img: np.ndarray, mass_txt: np.ndarray) -> np.ndarray:
     return np.where(tot > 0, mass_img / np.where(tot > 0, tot, 1), np.nan)
 
 
-def cross_modal_weight(mass_img: np.ndarray, mass_txt: np.ndarray) -> np.ndarray:
-    """SAE-V style per-latent cross-modal weight: min(img, txt) / max(img, txt) of the per-row mean
-    activations (1 = equally used by both modalities, 0 = one modality only). NaN for dead latents."""
-    hi = np.maximum(mass_img, mass_txt)
-    return np.where(hi > 0, np.minimum(mass_img, mass_txt) / np.where(hi > 0, hi, 1), np.nan)
+def cross_modal_weight(z_img: Tensor, z_txt: Tensor, h_img: Tensor, h_txt: Tensor, *, top: int = 30,
+                       each: int = 5) -> np.ndarray:
+    """SAE-V cross-modal weight per latent (METRICS.md): among a latent's `top` highest-activating
+    rows (image and text rows together, firing rows only), if at least `each` are text and `each`
+    image, w = mean cosine between the hidden states (the SAE inputs h) of its top-`each` text rows
+    and its top-`each` image rows (each^2 pairs); otherwise 0 (a single-modality latent).
+    z_*: [N_*, d] codes, h_*: [N_*, d_in]; returns [d]."""
+    z = torch.cat([z_img, z_txt]).float()
+    h = torch.nn.functional.normalize(torch.cat([h_img, h_txt]).float(), dim=1)
+    is_text = torch.cat([torch.zeros(len(z_img), dtype=torch.bool), torch.ones(len(z_txt), dtype=torch.bool)])
+    val, idx = torch.topk(z, min(top, len(z)), dim=0)  # [top, d], rows in descending activation
+    out = np.zeros(z.shape[1])
+    for f in range(z.shape[1]):
+        rows = idx[:, f][val[:, f] > 0]
+        txt, img = rows[is_text[rows]][:each], rows[~is_text[rows]][:each]
+        if len(txt) == each and len(img) == each:
+            out[f] = float((h[txt] @ h[img].T).mean())
+    return out
 
 
 def ratio_histogram(ratio: np.ndarray, bins: int = 10) -> list[int]:
@@ -279,13 +292,14 @@ def evaluate_joint(model: nn.Module, x_img: Tensor, img_scene: Tensor, x_txt: Te
     pi, pt = pf(zi, img_scene, n), pf(zt, txt_scene, n)
     mi, mt = zi.mean(0).numpy(), zt.mean(0).numpy()
     ratio = modality_mass(mi, mt)
-    cmw = cross_modal_weight(mi, mt)
+    cmw = cross_modal_weight(zi, zt, x_img, x_txt)
     both = (mi > 0) & (mt > 0)
     ang = direction_angles(model.decoder(IMAGE).numpy()[both], model.decoder(TEXT).numpy()[both])
     return {
         "i2t": recall_at_k(pi, pt, captions), "t2i": recall_at_k(pt, pi, captions),
         "similarity": intra_inter_similarity(pi, pt),
-        "cross_modal_weight_mean": float(np.nanmean(cmw)) if np.isfinite(cmw).any() else 0.0,
+        "cross_modal_latents": int((cmw != 0).sum()),  # SAE-V: >= 5 text and >= 5 image rows in its top 30
+        "cross_modal_weight_mean": float(cmw[cmw != 0].mean()) if (cmw != 0).any() else 0.0,
         "ratio_histogram": ratio_histogram(ratio),
         "joint_latents": int(both.sum()),
         "angle_median_deg": float(np.median(ang)) if len(ang) else float("nan"),
@@ -309,8 +323,12 @@ def aligned_separate_metrics(sae_img, sae_txt, train, held, pool: str = "max") -
     hi, ht, zi, zt = pooled(held)
     mi = map_image_to_text(hi, al, ht.shape[1])
     ang = direction_angles(sae_img.W_dec.detach().numpy()[al.image], sae_txt.W_dec.detach().numpy()[al.text])
+    # A matched pair acts as one latent: the image latent on image rows, the text latent on text rows.
+    cmw = cross_modal_weight(zi[:, al.image], zt[:, al.text], held.x_img, held.x_txt)
     return {"i2t": recall_at_k(mi, ht, held.captions), "t2i": recall_at_k(ht, mi, held.captions),
             "similarity": intra_inter_similarity(mi, ht), "joint_latents": int(len(al.image)),
+            "cross_modal_latents": int((cmw != 0).sum()),
+            "cross_modal_weight_mean": float(cmw[cmw != 0].mean()) if (cmw != 0).any() else 0.0,
             "angle_median_deg": float(np.median(ang)) if len(ang) else float("nan")}
 
 

@@ -64,8 +64,6 @@ def test_similarity_mass_angle_matching():
     ratio = modality_mass(np.array([1.0, 0.0, 1.0, 0.0]), np.array([0.0, 1.0, 1.0, 0.0]))
     assert ratio[0] == 1 and ratio[1] == 0 and ratio[2] == 0.5 and np.isnan(ratio[3])
     assert ratio_histogram(ratio, bins=2) == [1, 2]
-    w = cross_modal_weight(np.array([2.0, 1.0]), np.array([1.0, 0.0]))
-    assert np.allclose(w, [0.5, 0.0])
     ang = direction_angles(np.array([[1.0, 0], [1, 0]]), np.array([[0.0, 1], [1, 0]]))
     assert np.allclose(ang, [90, 0])
     assert matching_rate(np.array([[3.0, 1, 0], [0, 0, 2]]), ["cat", None, "dog"],
@@ -92,3 +90,20 @@ def test_vlsae_exports_as_equivalent_topk_saes(tmp_path):
             torch.testing.assert_close(z2, z * rows.norm(dim=-1, keepdim=True), atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(sae.decode(z2), (z @ model.W_dec[j]) * rows.norm(dim=-1, keepdim=True),
                                        atol=1e-4, rtol=1e-4)
+
+
+def test_sae_v_cross_modal_weight():
+    """Latent 0 fires on 6 image and 6 text rows whose hidden states are identical per modality and
+    at 60 degrees across: w = cos 60 = 0.5. Latent 1 fires on images only, latent 2 on 4 text rows
+    only among its top rows: both single-modality (0)."""
+    import torch
+
+    h_img = torch.tensor([[1.0, 0.0]]).repeat(40, 1)
+    h_txt = torch.tensor([[0.5, 3 ** 0.5 / 2]]).repeat(10, 1)
+    z_img, z_txt = torch.zeros(40, 3), torch.zeros(10, 3)
+    z_img[:6, 0], z_txt[:6, 0] = 2.0, 1.0
+    z_img[:, 1] = 1.0
+    z_img[:30, 2], z_txt[:4, 2] = 1.0, 5.0
+    w = cross_modal_weight(z_img, z_txt, h_img, h_txt)
+    assert np.allclose(w, [0.5, 0.0, 0.0], atol=1e-6)
+    assert np.allclose(cross_modal_weight(z_img, z_txt, h_img, h_txt, top=40, each=4)[2], 0.5, atol=1e-6)
