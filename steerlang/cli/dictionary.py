@@ -165,13 +165,13 @@ def align_eval_cmd(
     if as_json:
         out_console.print_json(json.dumps(res))
         return
-    out_console.print("| layer | method | i2t R@1/5/10 strict | i2t R@1/5/10 caption | t2i R@1 strict / caption | inter sim | joint latents | "
+    out_console.print("| layer | method | i2t R@1/5/10 strict | i2t R@1/5/10 caption | t2i R@1 strict / caption | intra / inter (VL-SAE) | joint latents | "
                       "SAE-V cross-modal latents (mean w) | median angle |")
     out_console.print("|---|---|---|---|---|---|---|---|---|")
     for L, methods in res.items():
         for name, r in methods.items():
             s, c = r["i2t"]["strict"], r["i2t"]["caption"]
             out_console.print(f"| {L} | {name} | {s[1]:.2f} / {s[5]:.2f} / {s[10]:.2f} | {c[1]:.2f} / {c[5]:.2f} / {c[10]:.2f} | "
-                              f"{r['t2i']['strict'][1]:.2f} / {r['t2i']['caption'][1]:.2f} | {r['similarity']['inter']:.2f} | "
+                              f"{r['t2i']['strict'][1]:.2f} / {r['t2i']['caption'][1]:.2f} | {r['similarity']['intra']:.2f} / {r['similarity']['inter']:.2f} | "
                               f"{r['joint_latents']} | {r['cross_modal_latents']} ({r['cross_modal_weight_mean']:.2f}) | "
                               f"{r['angle_median_deg']:.0f} |")

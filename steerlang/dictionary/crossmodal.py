@@ -202,15 +202,27 @@ def recall_at_k(q: np.ndarray, keys: np.ndarray, captions: list[str] | None = No
     return out
 
 
-def intra_inter_similarity(z_img: np.ndarray, z_txt: np.ndarray) -> dict[str, float]:
-    """VL-SAE: mean cosine of pooled codes within a modality (over distinct pairs) and between the
-    paired image and text of the same sample (inter)."""
-    def intra(z: np.ndarray) -> float:
-        s = cosine_matrix(z, z)
-        n = len(z)
-        return float((s.sum() - np.trace(s)) / max(n * (n - 1), 1))
-    inter = float(np.mean(np.diag(cosine_matrix(z_img, z_txt))))
-    return {"intra_image": intra(z_img), "intra_text": intra(z_txt), "inter": inter}
+def intra_inter_similarity(z_img: np.ndarray, z_txt: np.ndarray, emb_img: np.ndarray, emb_txt: np.ndarray, *,
+                           top: int = 10, center: bool = True) -> dict[str, float]:
+    """VL-SAE concept quality (METRICS.md). z_*: [n_samples, n_concepts] pooled activations of the
+    same concepts (columns) on each sample's image and text; emb_*: [n_samples, e] embeddings of
+    each sample's image and text (ours: the model's mean hidden state over the sample's image
+    patches and caption tokens). Per concept c with firing samples on both sides: I_c / T_c = its
+    `top` most activating images / texts; intra = mean_c cos(mean emb(I_c), mean emb(T_c)), inter =
+    mean over c != c' of cos(mean emb(I_c), mean emb(T_c')). Higher intra, lower inter is better.
+    `center`: subtract each modality's mean embedding first (LM hidden states of image and text
+    positions sit in different regions; CLIP's, which the paper used, are aligned)."""
+    if center:
+        emb_img, emb_txt = emb_img - emb_img.mean(0), emb_txt - emb_txt.mean(0)
+    cols = [c for c in range(z_img.shape[1]) if (z_img[:, c] > 0).any() and (z_txt[:, c] > 0).any()]
+    if not cols:
+        return {"intra": float("nan"), "inter": float("nan"), "concepts": 0}
+    ei = np.stack([emb_img[np.argsort(-z_img[:, c], kind="stable")[:top]].mean(0) for c in cols])
+    et = np.stack([emb_txt[np.argsort(-z_txt[:, c], kind="stable")[:top]].mean(0) for c in cols])
+    sim = cosine_matrix(ei, et)
+    n = len(cols)
+    inter = float((sim.sum() - np.trace(sim)) / (n * (n - 1))) if n > 1 else float("nan")
+    return {"intra": float(np.trace(sim) / n), "inter": inter, "concepts": n}
 
 
 def modality_mass(mass_img: np.ndarray, mass_txt: np.ndarray) -> np.ndarray:
@@ -297,7 +309,7 @@ def evaluate_joint(model: nn.Module, x_img: Tensor, img_scene: Tensor, x_txt: Te
     ang = direction_angles(model.decoder(IMAGE).numpy()[both], model.decoder(TEXT).numpy()[both])
     return {
         "i2t": recall_at_k(pi, pt, captions), "t2i": recall_at_k(pt, pi, captions),
-        "similarity": intra_inter_similarity(pi, pt),
+        "similarity": intra_inter_similarity(pi, pt, pool_mean(x_img, img_scene, n), pool_mean(x_txt, txt_scene, n)),
         "cross_modal_latents": int((cmw != 0).sum()),  # SAE-V: >= 5 text and >= 5 image rows in its top 30
         "cross_modal_weight_mean": float(cmw[cmw != 0].mean()) if (cmw != 0).any() else 0.0,
         "ratio_histogram": ratio_histogram(ratio),
@@ -326,7 +338,9 @@ def aligned_separate_metrics(sae_img, sae_txt, train, held, pool: str = "max") -
     # A matched pair acts as one latent: the image latent on image rows, the text latent on text rows.
     cmw = cross_modal_weight(zi[:, al.image], zt[:, al.text], held.x_img, held.x_txt)
     return {"i2t": recall_at_k(mi, ht, held.captions), "t2i": recall_at_k(ht, mi, held.captions),
-            "similarity": intra_inter_similarity(mi, ht), "joint_latents": int(len(al.image)),
+            "similarity": intra_inter_similarity(mi[:, al.text], ht[:, al.text], pool_mean(held.x_img, held.img_scene, held.n_scenes),
+                                                 pool_mean(held.x_txt, held.txt_scene, held.n_scenes)),
+            "joint_latents": int(len(al.image)),
             "cross_modal_latents": int((cmw != 0).sum()),
             "cross_modal_weight_mean": float(cmw[cmw != 0].mean()) if (cmw != 0).any() else 0.0,
             "angle_median_deg": float(np.median(ang)) if len(ang) else float("nan")}

@@ -58,9 +58,15 @@ def test_retrieval_strict_and_caption():
 
 
 def test_similarity_mass_angle_matching():
-    zi = np.array([[1.0, 0], [0, 1.0]])
-    s = intra_inter_similarity(zi, zi)
-    assert s["inter"] == 1.0 and s["intra_image"] == 0.0
+    # Two concepts over 4 samples: concept 0 fires on samples 0-1, concept 1 on 2-3, in both
+    # modalities; each sample's image and text embeddings agree, so intra = 1 and inter = -1.
+    z = np.array([[1.0, 0], [1, 0], [0, 1], [0, 1]])
+    emb = np.array([[1.0, 0], [1, 0], [0, 1], [0, 1]])
+    s = intra_inter_similarity(z, z, emb, emb, top=2)
+    assert s["concepts"] == 2 and np.isclose(s["intra"], 1.0) and np.isclose(s["inter"], -1.0)
+    z_off = z.copy()
+    z_off[:, 1] = 0  # concept 1 never fires on text: left out
+    assert intra_inter_similarity(z, z_off, emb, emb, top=2)["concepts"] == 1
     ratio = modality_mass(np.array([1.0, 0.0, 1.0, 0.0]), np.array([0.0, 1.0, 1.0, 0.0]))
     assert ratio[0] == 1 and ratio[1] == 0 and ratio[2] == 0.5 and np.isnan(ratio[3])
     assert ratio_histogram(ratio, bins=2) == [1, 2]
