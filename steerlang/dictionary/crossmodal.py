@@ -282,7 +282,7 @@ def matching_rate(z_img: np.ndarray, names: list[str | None], captions: list[str
 def pool_max(z: Tensor, group: Tensor, n_groups: int) -> np.ndarray:
     """Max of every latent over the rows of each group (scene): [n_groups, d_sae]."""
     out = torch.zeros(n_groups, z.shape[1])
-    out.index_reduce_(0, group.long(), z.clamp(min=0), "amax", include_self=True)
+    out.scatter_reduce_(0, group.long()[:, None].expand_as(z), z.clamp(min=0).to(out.dtype), reduce="amax")
     return out.numpy()
 
 
