@@ -17,7 +17,8 @@ training-scene correlations, `align`):
 - `query image` (cross-encoder): every *distinct* held-out caption is read after the query's own
   image, so all candidates have seen the same image and none gains from it; a hit when the query's
   caption matches the query image's aligned code strictly better than every other distinct
-  caption (R@1 over the distinct captions, ties against; the first --queries held-out scenes).
+  caption (R@1 over the distinct captions, ties against; the first --queries held-out scenes), and
+  the share of misses whose best rival is the same words in another order.
 
 Both relevance criteria: strict (own scene only) and caption-level (any scene with the same
 caption), with the strict ceiling (what a perfect matcher that cannot tell equal captions apart
@@ -138,21 +139,31 @@ def main() -> None:
         held_captions = load_split(held_acts, layers[0], EVAL_SCENE_SEED).captions
         distinct = sorted(set(held_captions))
         saes = {layer: load_dictionary(args.dict / f"saes/layer{layer}-text") for layer in layers}
-        hits = {layer: [] for layer in layers}
+        hits: dict[int, list[bool]] = {layer: [] for layer in layers}
+        order_misses: dict[int, list[bool]] = {layer: [] for layer in layers}  # a miss by a permutation of the kinds
         for i in tqdm(range(min(args.queries, len(held_captions))), desc="query image", disable=None):
             codes = query_image_codes(bundle, layers, make_scene(EVAL_SCENE_SEED, i), distinct, saes)
             for layer in layers:
                 sim = cosine_matrix(mapped_by_layer[layer][i : i + 1], codes[layer])[0]
                 own = distinct.index(held_captions[i])
-                hits[layer].append(bool(sim[own] > np.delete(sim, own).max()))  # ties count against
+                rival = int(np.argmax(np.where(np.arange(len(sim)) == own, -np.inf, sim)))
+                hit = bool(sim[own] > sim[rival])  # ties count against
+                hits[layer].append(hit)
+                if not hit:
+                    order_misses[layer].append(sorted(distinct[rival].split()) == sorted(held_captions[i].split()))
         for layer in layers:
-            report["layers"][str(layer)]["query image"] = {"caption": {1: float(np.mean(hits[layer]))}, "candidates": len(distinct)}
+            report["layers"][str(layer)]["query image"] = {
+                "caption": {1: float(np.mean(hits[layer]))}, "candidates": len(distinct),
+                "misses_by_word_order": float(np.mean(order_misses[layer])) if order_misses[layer] else 0.0}
     shown = [c for c in (*CONTEXTS, "query image") if c in report["layers"][str(layers[0])]]
     lines = ["| layer | " + " | ".join(f"i2t R@1 {c} (strict / caption)" for c in shown) + " |", "|---|" + "---|" * len(shown)]
     for layer, r in report["layers"].items():
         lines.append(f"| {layer} | " + " | ".join(f"{r[c]['strict'][1]:.2f} / {r[c]['caption'][1]:.2f}" if "strict" in r[c]
                                                   else f"- / {r[c]['caption'][1]:.2f}" for c in shown) + " |")
     lines.append(f"\nStrict ceiling (equal captions indistinguishable, random ties): {report['strict_ceiling']:.3f}")
+    if args.queries > 0:
+        lines.append("Query-image misses whose best rival has the same words in another order (or ties it): "
+                     + ", ".join(f"layer {layer} {r['query image']['misses_by_word_order']:.2f}" for layer, r in report["layers"].items()))
     from report import save_report
 
     save_report(report, args.out, args.md, "\n".join(lines) + "\n")
