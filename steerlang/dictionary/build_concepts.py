@@ -434,6 +434,10 @@ def build_layer(
         pre, held_pre = sae_img.pre_acts(train.x_img), sae_img.pre_acts(held.x_img)
         q_pre = tuple(sae_img.pre_acts(s.x_img) for s in questions) if questions else None
     q_codes = Codes.encode(sae_img, questions[1].x_img) if questions else None
+    # "linear" groups fit on both prompt sets; concatenated once for all kinds (~1.5 GB at 1,024 latents).
+    fit_pre, fit_labels = pre, train.img_label
+    if image_read == "linear" and questions and q_pre:
+        fit_pre, fit_labels = torch.cat([pre, q_pre[0]]), torch.cat([train.img_label, questions[0].img_label])
     hi, ht = Codes.encode(sae_img, held.x_img), Codes.encode(sae_txt, held.x_txt)
     di, dt = sae_img.cfg.d_sae, sae_txt.cfg.d_sae
     pi, pt = ci.pooled(train.img_scene, train.n_scenes, di), ct.pooled(train.txt_scene, train.n_scenes, dt)
@@ -483,8 +487,6 @@ def build_layer(
         if image_read == "pre":
             g = choose_pre_group(pre, train.img_label, k, pre_cands, max_group=max_group, min_precision=pre_precision)
         elif image_read == "linear":
-            fit_pre, fit_labels = (torch.cat([pre, q_pre[0]]), torch.cat([train.img_label, questions[0].img_label])) if questions and q_pre \
-                else (pre, train.img_label)
             g = choose_linear_group(fit_pre, fit_labels, k, pre_cands, max_group=linear_group, min_precision=pre_precision)
         if g is None:
             g = choose_image_group(ci, train.img_label, k, cands, min_precision=min_precision, max_group=max_group)

@@ -23,9 +23,9 @@ from torch import Tensor
 from steerlang.dictionary.source import MODALITY_CODES, ShardWriter
 from steerlang.errors import InputError
 from steerlang.world.model import ModelBundle
-from steerlang.world.scenes import KINDS, Scene, make_scene
-from steerlang.world.train import Example, collate
-from steerlang.world.vocab import DESCRIBE_PROMPTS, question_for
+from steerlang.world.scenes import Scene, make_scene
+from steerlang.world.train import Example, collate, question_example
+from steerlang.world.vocab import DESCRIBE_PROMPTS
 
 LM_INPUT = 0
 
@@ -102,13 +102,7 @@ def harvest_examples(scenes: Sequence[Scene], seed: int, prompts: str = "describ
         raise InputError(f"prompts: must be one of {', '.join(PROMPT_SETS)}, got {prompts!r}")
     if prompts == "questions":
         rng = np.random.default_rng([seed, 999])
-        out = []
-        for s in scenes:
-            if rng.random() < 0.5:
-                out.append(Example(s, question_for(str(rng.choice(s.kinds))), "yes"))
-            else:
-                out.append(Example(s, question_for(str(rng.choice([k for k in KINDS if k not in s.kinds]))), "no"))
-        return out
+        return [question_example(s, rng) for s in scenes]
     rng = np.random.default_rng([seed, 4321])
     return [Example(s, str(rng.choice(DESCRIBE_PROMPTS)), s.caption) for s in scenes]
 

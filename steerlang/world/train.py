@@ -52,6 +52,11 @@ def training_example(scene: Scene, rng: np.random.Generator, describe_fraction: 
     """A description, or a balanced yes/no question about a present or an absent kind."""
     if rng.random() < describe_fraction:
         return Example(scene, str(rng.choice(DESCRIBE_PROMPTS)), scene.caption)
+    return question_example(scene, rng)
+
+
+def question_example(scene: Scene, rng: np.random.Generator) -> Example:
+    """"is there a X ?" about a present kind ("yes") or an absent one ("no"), half each."""
     if rng.random() < 0.5:
         return Example(scene, question_for(str(rng.choice(scene.kinds))), "yes")
     absent = [k for k in KINDS if k not in scene.kinds]
