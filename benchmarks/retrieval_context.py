@@ -20,6 +20,11 @@ training-scene correlations, `align`):
   caption (R@1 over the distinct captions, ties against; the first --queries held-out scenes), and
   the share of misses whose best rival is the same words in another order.
 
+Each context is also read through the concept set's joint concepts (the object kinds), as a bag
+of their strengths and as the ordered code of `steerlang/dictionary/concept_codes.py` (which
+concepts fire, in reading order): if that code of a caption were the caption's own image speaking,
+it would fail after a blank image or beside every rival caption after the same image.
+
 Both relevance criteria: strict (own scene only) and caption-level (any scene with the same
 caption), with the strict ceiling (what a perfect matcher that cannot tell equal captions apart
 reaches). Layer 0 is context-free (token embeddings), so all contexts agree there. ~2 min, plus
@@ -69,9 +74,11 @@ def caption_states(bundle, layers: list[int], seed: int, count: int, context: st
 
 
 @torch.no_grad()
-def query_image_codes(bundle, layers: list[int], scene, captions: list[str], saes: dict) -> dict[int, np.ndarray]:  # noqa: ANN001
-    """Pooled text codes [len(captions), d] per layer of every caption read after `scene`'s image."""
+def query_image_codes(bundle, layers: list[int], scene, captions: list[str], saes: dict, cs) -> dict[int, tuple[np.ndarray, np.ndarray]]:  # noqa: ANN001
+    """Per layer, for every caption read after `scene`'s image: pooled text-SAE codes [len(captions), d]
+    and the concept set's ordered codes [len(captions), K + K*K]."""
     from steerlang.dictionary.build_concepts import Codes
+    from steerlang.dictionary.concept_codes import ordered_code, text_codes
     from steerlang.dictionary.harvest import LayerCapture, position_labels
     from steerlang.world.train import Example, collate
     from steerlang.world.vocab import DEFAULT_PROMPT
@@ -82,8 +89,12 @@ def query_image_codes(bundle, layers: list[int], scene, captions: list[str], sae
         bundle.model(**{k: v for k, v in batch.items() if k != "labels"})
     sel = keep & (modality == 2)
     rows = torch.arange(len(captions))[:, None].expand_as(sel)[sel]
-    return {layer: Codes.encode(saes[layer], cap.captured[layer][sel].float()).pooled(rows, len(captions), saes[layer].cfg.d_sae)
-            for layer in layers}
+    out = {}
+    for layer in layers:
+        x = cap.captured[layer][sel].float()
+        out[layer] = (Codes.encode(saes[layer], x).pooled(rows, len(captions), saes[layer].cfg.d_sae),
+                      ordered_code(text_codes(cs, layer, x, rows, len(captions))))
+    return out
 
 
 def main() -> None:
@@ -105,7 +116,9 @@ def main() -> None:
         strict_ceiling,
     )
     from steerlang.dictionary.api import EVAL_SCENE_SEED, TRAIN_SCENE_SEED, harvested
-    from steerlang.dictionary.build_concepts import Codes, load_split
+    from steerlang.dictionary.build_concepts import GRID, Codes, load_split
+    from steerlang.dictionary.concept_codes import concept_set_retrieval, image_codes, ordered_code
+    from steerlang.dictionary.concepts import load_concept_set
     from steerlang.dictionary.io import load_dictionary
     from steerlang.world.model import load_model
 
@@ -116,6 +129,8 @@ def main() -> None:
     read = {c: caption_states(bundle, layers, EVAL_SCENE_SEED, 500, c) for c in CONTEXTS if c != "paired"}
     report: dict = {"held_out": {"seed": EVAL_SCENE_SEED, "count": 500}, "queries": args.queries, "layers": {}}
     mapped_by_layer: dict[int, np.ndarray] = {}
+    ordered_by_layer: dict[int, np.ndarray] = {}
+    cs = load_concept_set(args.dict)
     for layer in layers:
         train, held = load_split(train_acts, layer, TRAIN_SCENE_SEED), load_split(held_acts, layer, EVAL_SCENE_SEED)
         sae_i, sae_t = load_dictionary(args.dict / f"saes/layer{layer}-image"), load_dictionary(args.dict / f"saes/layer{layer}-text")
@@ -130,7 +145,14 @@ def main() -> None:
             c: {"strict": retrieval_recall(mapped, k), "caption": caption_recall(mapped, k, held.captions)} for c, k in keys.items()}
         report["strict_ceiling"] = strict_ceiling(held.captions)
         mapped_by_layer[layer] = mapped
-        print(f"layer {layer}: " + "  ".join(f"{c} {v['caption'][1]:.2f}" for c, v in report["layers"][str(layer)].items()), flush=True)
+        # The same contexts through the concept set's joint concepts, in reading order (concept_codes.py).
+        concepts = {"paired": concept_set_retrieval(cs, layer, held, grid_cols=GRID)}
+        for c, (states, scenes) in read.items():
+            concepts[c] = concept_set_retrieval(cs, layer, held, grid_cols=GRID, txt=(states[layer], scenes))
+        report["layers"][str(layer)]["concepts"] = {c: {"ordered": r["ordered"], "bag": r["bag"]} for c, r in concepts.items()}
+        ordered_by_layer[layer] = ordered_code(image_codes(cs, layer, held.x_img, held.img_scene, held.img_cell, held.n_scenes, grid_cols=GRID))
+        print(f"layer {layer}: " + "  ".join(f"{c} {v['caption'][1]:.2f}" for c, v in report["layers"][str(layer)].items() if c != "concepts")
+              + " | concepts, ordered: " + "  ".join(f"{c} {r['ordered']['i2t']['caption'][1]:.2f}" for c, r in concepts.items()), flush=True)
     if args.queries > 0:
         from tqdm import tqdm
 
@@ -139,22 +161,25 @@ def main() -> None:
         held_captions = load_split(held_acts, layers[0], EVAL_SCENE_SEED).captions
         distinct = sorted(set(held_captions))
         saes = {layer: load_dictionary(args.dict / f"saes/layer{layer}-text") for layer in layers}
-        hits: dict[int, list[bool]] = {layer: [] for layer in layers}
-        order_misses: dict[int, list[bool]] = {layer: [] for layer in layers}  # a miss by a permutation of the kinds
+        hits: dict[str, dict[int, list[bool]]] = {code: {layer: [] for layer in layers} for code in ("latents", "concepts")}
+        # a miss by a permutation of the kinds
+        order_misses: dict[str, dict[int, list[bool]]] = {code: {layer: [] for layer in layers} for code in ("latents", "concepts")}
         for i in tqdm(range(min(args.queries, len(held_captions))), desc="query image", disable=None):
-            codes = query_image_codes(bundle, layers, make_scene(EVAL_SCENE_SEED, i), distinct, saes)
+            codes = query_image_codes(bundle, layers, make_scene(EVAL_SCENE_SEED, i), distinct, saes, cs)
+            own = distinct.index(held_captions[i])
             for layer in layers:
-                sim = cosine_matrix(mapped_by_layer[layer][i : i + 1], codes[layer])[0]
-                own = distinct.index(held_captions[i])
-                rival = int(np.argmax(np.where(np.arange(len(sim)) == own, -np.inf, sim)))
-                hit = bool(sim[own] > sim[rival])  # ties count against
-                hits[layer].append(hit)
-                if not hit:
-                    order_misses[layer].append(sorted(distinct[rival].split()) == sorted(held_captions[i].split()))
+                for j, (code, query) in enumerate((("latents", mapped_by_layer[layer]), ("concepts", ordered_by_layer[layer]))):
+                    sim = cosine_matrix(query[i : i + 1], codes[layer][j])[0]
+                    rival = int(np.argmax(np.where(np.arange(len(sim)) == own, -np.inf, sim)))
+                    hit = bool(sim[own] > sim[rival])  # ties count against
+                    hits[code][layer].append(hit)
+                    if not hit:
+                        order_misses[code][layer].append(sorted(distinct[rival].split()) == sorted(held_captions[i].split()))
         for layer in layers:
-            report["layers"][str(layer)]["query image"] = {
-                "caption": {1: float(np.mean(hits[layer]))}, "candidates": len(distinct),
-                "misses_by_word_order": float(np.mean(order_misses[layer])) if order_misses[layer] else 0.0}
+            for code, key in (("latents", "query image"), ("concepts", "query image, concepts ordered")):
+                report["layers"][str(layer)][key] = {
+                    "caption": {1: float(np.mean(hits[code][layer]))}, "candidates": len(distinct),
+                    "misses_by_word_order": float(np.mean(order_misses[code][layer])) if order_misses[code][layer] else 0.0}
     shown = [c for c in (*CONTEXTS, "query image") if c in report["layers"][str(layers[0])]]
     lines = ["| layer | " + " | ".join(f"i2t R@1 {c} (strict / caption)" for c in shown) + " |", "|---|" + "---|" * len(shown)]
     for layer, r in report["layers"].items():
@@ -164,6 +189,18 @@ def main() -> None:
     if args.queries > 0:
         lines.append("Query-image misses whose best rival has the same words in another order (or ties it): "
                      + ", ".join(f"layer {layer} {r['query image']['misses_by_word_order']:.2f}" for layer, r in report["layers"].items()))
+    lines += ["", "The concept set's joint concepts (the kinds) with reading order, caption-level i2t R@1 (bag of strengths alone in brackets):", ""]
+    shown = [c for c in (*CONTEXTS, "query image, concepts ordered") if c in report["layers"][str(layers[0])]["concepts"] or c in report["layers"][str(layers[0])]]
+    lines += ["| layer | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
+    for layer, r in report["layers"].items():
+        cells = []
+        for c in shown:
+            if c in r["concepts"]:
+                o, b = r["concepts"][c]["ordered"]["i2t"]["caption"][1], r["concepts"][c]["bag"]["i2t"]["caption"][1]
+                cells.append(f"{o:.3f} ({b:.2f})")
+            else:
+                cells.append(f"{r[c]['caption'][1]:.3f}")
+        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
     from report import save_report
 
     save_report(report, args.out, args.md, "\n".join(lines) + "\n")

@@ -151,19 +151,24 @@ def align_eval_cmd(
 ) -> None:
     """Compare aligned-separate, shared (SAE-V style) and VL-SAE style joint dictionaries on held-out scenes."""
     from steerlang.dictionary.api import EVAL_SCENE_SEED, TRAIN_SCENE_SEED, cache_root, harvested
-    from steerlang.dictionary.build_concepts import load_split
+    from steerlang.dictionary.build_concepts import GRID, load_split
+    from steerlang.dictionary.concept_codes import concept_set_retrieval, measured_concepts
+    from steerlang.dictionary.concepts import load_concept_set
     from steerlang.dictionary.crossmodal import compare_layer
 
     cache = cache or cache_root() / "joint"
     train_acts = harvested(model, seed=TRAIN_SCENE_SEED, count=3000)
     held_acts = harvested(model, seed=EVAL_SCENE_SEED, count=500)
-    res = {}
+    res, concepts = {}, {}
+    cs = load_concept_set(dict_dir) if (dict_dir / "concepts.json").exists() else None
     for L in layer:
         train = load_split(train_acts, L, TRAIN_SCENE_SEED)
         held = load_split(held_acts, L, EVAL_SCENE_SEED)
         res[L] = compare_layer(L, dict_dir, train, held, cache, steps=steps, pool=pool, progress=not as_json)
+        if cs is not None and measured_concepts(cs, L):
+            concepts[L] = concept_set_retrieval(cs, L, held, grid_cols=GRID)
     if as_json:
-        out_console.print_json(json.dumps(res))
+        out_console.print_json(json.dumps({"methods": res, "concepts": concepts}))
         return
     out_console.print("| layer | method | i2t R@1/5/10 strict | i2t R@1/5/10 caption | t2i R@1 strict / caption | intra / inter (VL-SAE) | joint latents | "
                       "SAE-V cross-modal latents (mean w) | median angle |")
@@ -175,3 +180,12 @@ def align_eval_cmd(
                               f"{r['t2i']['strict'][1]:.2f} / {r['t2i']['caption'][1]:.2f} | {r['similarity']['intra']:.2f} / {r['similarity']['inter']:.2f} | "
                               f"{r['joint_latents']} | {r['cross_modal_latents']} ({r['cross_modal_weight_mean']:.2f}) | "
                               f"{r['angle_median_deg']:.0f} |")
+    if concepts:
+        out_console.print("\nThe concept set's joint concepts (the kinds), bag of strengths and with reading order:\n")
+        out_console.print("| layer | code | i2t R@1/5/10 strict | i2t R@1/5/10 caption | t2i R@1 strict / caption |")
+        out_console.print("|---|---|---|---|---|")
+        for L, r in concepts.items():
+            for name in ("bag", "ordered"):
+                s, c, t = r[name]["i2t"]["strict"], r[name]["i2t"]["caption"], r[name]["t2i"]
+                out_console.print(f"| {L} | {name} | {s[1]:.2f} / {s[5]:.2f} / {s[10]:.2f} | {c[1]:.2f} / {c[5]:.2f} / {c[10]:.2f} | "
+                                  f"{t['strict'][1]:.2f} / {t['caption'][1]:.2f} |")

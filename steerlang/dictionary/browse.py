@@ -77,15 +77,7 @@ def patch_activations(bundle: Any, cs: ConceptSet, c: Concept, images: Sequence[
         with LayerCapture(bundle, [layer]) as cap:
             bundle.model(**enc)
         h = cap.captured[layer][enc["input_ids"] == bundle.image_token_id].float()
-        idx = torch.tensor(g.latents)
-        if g.read == "pre":  # encoder pre-activations, mapped per latent (LatentGroup)
-            act = (sae.pre_acts_at(h, idx) * torch.tensor(g.weights) + torch.tensor(g.offsets)).amax(-1)
-        elif g.read == "linear":  # a signed sum of pre-activations (LatentGroup)
-            act = sae.pre_acts_at(h, idx) @ torch.tensor(g.weights) + g.offsets[0]
-        else:
-            z = sae.encode_latents(h, idx)  # exact for every architecture (TopK encodes fully, then gathers)
-            act = (z * torch.tensor(g.weights)).sum(-1) / g.scale
-        out.append(act.reshape(-1, rows, cols).numpy())
+        out.append(g.activation(sae, h).reshape(-1, rows, cols).numpy())
     return np.concatenate(out)
 
 

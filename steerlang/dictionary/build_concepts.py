@@ -23,6 +23,9 @@ Per layer:
    up to 32 latents' pre-activations (`choose_linear_group`, `image_read="linear"`) fitted on
    states harvested under describe prompts and yes/no questions together. The fallback, when no
    such group is precise enough, reads TopK codes (`choose_image_group`).
+   Text groups are latents that fire on the word, or, where that is less accurate on training
+   tokens, a signed sum of pre-activations (`choose_text_group`).
+5. Retrieval over the kinds' joint concepts, with and without reading order (`concept_codes`).
 A concept is then one variable across layers: same name, one group per (layer, modality).
 """
 
@@ -43,6 +46,13 @@ from steerlang.dictionary.align import (
     retrieval_recall,
     strict_ceiling,
 )
+from steerlang.dictionary.concept_codes import (
+    ConceptCodes,
+    concept_retrieval,
+    grid_position,
+    sample_codes,
+    token_index,
+)
 from steerlang.dictionary.name import (
     LatentEvidence,
     TfidfNamer,
@@ -52,7 +62,9 @@ from steerlang.dictionary.name import (
 )
 from steerlang.dictionary.sae import SAE
 from steerlang.dictionary.source import ActivationSource
-from steerlang.world.scenes import KINDS, make_scene, patch_pixel_counts
+from steerlang.world.scenes import IMAGE_SIZE, KINDS, PATCH_SIZE, make_scene, patch_pixel_counts
+
+GRID = IMAGE_SIZE // PATCH_SIZE  # patches per image row
 
 BACKGROUND = len(KINDS)  # label of a patch with no object pixel
 STRICT_PIXELS = 8  # ground truth: a patch belongs to an object when >= 8 of its pixels do
@@ -178,11 +190,22 @@ PRE_THRESHOLD = 0.15  # where a "pre" group's activation crosses its latents' pr
 
 
 def threshold_for(score: Tensor, truth: Tensor, min_precision: float) -> float:
-    """The lowest threshold whose training precision (score >= t) stays >= min_precision; inf if none."""
+    """The lowest threshold whose training precision (score >= t) stays >= min_precision, placed
+    halfway to the next lower score; inf if none."""
     order = torch.argsort(score, descending=True)
-    hits = truth[order].float()
-    ok = torch.nonzero(hits.cumsum(0) / torch.arange(1, len(hits) + 1) >= min_precision)[:, 0]
-    return float("inf") if len(ok) == 0 else float(score[order][int(ok.max())])
+    s, hits = score[order], truth[order].float()
+    prec = hits.cumsum(0) / torch.arange(1, len(hits) + 1)
+    # Only the last row of a run of equal scores is a cut `score >= t` can make: inside the run, the
+    # prefix precision depends on how the sort broke the tie (words at layer 0 repeat one state).
+    cut = torch.ones_like(hits, dtype=torch.bool)
+    cut[:-1] = s[:-1] != s[1:]
+    ok = torch.nonzero(cut & (prec >= min_precision))[:, 0]
+    if len(ok) == 0:
+        return float("inf")
+    i = int(ok.max())
+    # Halfway to the next lower score: a kind whose rows share one score (a word at layer 0) then
+    # sits strictly above its threshold, not on it.
+    return float(s[i]) if i + 1 == len(s) else float((s[i] + s[i + 1]) / 2)
 
 
 def greedy_union(masks: dict[int, Tensor], truth: Tensor, max_n: int, min_precision: float, min_gain: float) -> list[int]:
@@ -242,6 +265,11 @@ def choose_pre_group(pre: Tensor, labels: Tensor, kind: int, candidates: Sequenc
 
 def fit_logistic(x: Tensor, y: Tensor, classes: int = 1, steps: int = 300, lr: float = 0.05) -> tuple[Tensor, Tensor]:
     """Full-batch logistic (classes=1, y bool) or softmax (y class ids) regression; seeded, Adam."""
+    with torch.enable_grad():  # callers may hold no_grad for the encoding around it
+        return _fit_logistic(x, y, classes, steps, lr)
+
+
+def _fit_logistic(x: Tensor, y: Tensor, classes: int, steps: int, lr: float) -> tuple[Tensor, Tensor]:
     torch.manual_seed(0)
     w = torch.zeros(x.shape[1], classes, requires_grad=True)
     b = torch.zeros(classes, requires_grad=True)
@@ -365,8 +393,15 @@ def choose_extent(codes: Codes, split: Split, kind: int, fires: Tensor, *, max_l
 
 
 def choose_text_group(codes: Codes, tokens: Sequence[str], word: str, d_sae: int, *, max_group: int = 2,
-                      min_precision: float = 0.9) -> GroupChoice | None:
-    """Text latents that fire on `word` (caption tokens), most recall first, precise only."""
+                      min_precision: float = 0.9, pre: Tensor | None = None, linear_group: int = 32) -> GroupChoice | None:
+    """Text latents that mark `word` among caption tokens.
+
+    A "code" group: latents that fire on the word, most recall first, precise only. Given the
+    tokens' pre-activations `pre`, a "linear" group (`choose_linear_group` over the latents that
+    fire on the word at least 20 times) competes, and the one with the better training F1 among
+    those at least `min_precision` precise wins: past the first layers a caption token's state is
+    mostly about the next word, and the word itself is spread over several latents.
+    """
     truth = torch.tensor([t == word for t in tokens])
     if not truth.any():
         return None
@@ -381,7 +416,17 @@ def choose_text_group(codes: Codes, tokens: Sequence[str], word: str, d_sae: int
     scale = float(act[truth & (act > 0)].mean()) if (truth & (act > 0)).any() else 1.0
     threshold = pick_threshold(act / scale, truth, min_precision)
     p, r = precision_recall(act / scale > threshold, truth)
-    return GroupChoice(cands, scale, threshold, p, r)
+    best = GroupChoice(cands, scale, threshold, p, r)
+    if pre is not None:
+        lin = choose_linear_group(pre, truth.long(), 1, [int(j) for j in np.nonzero(counts[:, 1] >= 20)[0]],
+                                  max_group=linear_group, min_precision=min_precision)
+        if lin is not None and lin.train_precision >= min_precision and _f1(lin) > (_f1(best) if p >= min_precision else 0.0):
+            best = lin
+    return best
+
+
+def _f1(g: GroupChoice) -> float:
+    return 2 * g.train_precision * g.train_recall / max(g.train_precision + g.train_recall, 1e-12)
 
 
 @dataclass
@@ -393,6 +438,8 @@ class LayerReport:
     retrieval_i2t_caption: dict[int, float] = field(default_factory=dict)
     retrieval_t2i_caption: dict[int, float] = field(default_factory=dict)
     strict_ceiling: float = 0.0  # strict R@1 of a perfect matcher that cannot tell equal captions apart
+    # R@k over the kinds' joint concepts: a bag of their strengths, and with reading order (concept_codes)
+    concept_retrieval: dict[str, Any] = field(default_factory=dict)
     matched: int = 0
     matching_rate: float = 0.0
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -433,6 +480,7 @@ def build_layer(
     with torch.no_grad():
         pre, held_pre = sae_img.pre_acts(train.x_img), sae_img.pre_acts(held.x_img)
         q_pre = tuple(sae_img.pre_acts(s.x_img) for s in questions) if questions else None
+        txt_pre, held_txt_pre = sae_txt.pre_acts(train.x_txt), sae_txt.pre_acts(held.x_txt)
     q_codes = Codes.encode(sae_img, questions[1].x_img) if questions else None
     # "linear" groups fit on both prompt sets; concatenated once for all kinds (~1.5 GB at 1,024 latents).
     fit_pre, fit_labels = pre, train.img_label
@@ -478,6 +526,7 @@ def build_layer(
     # word, yet mark house patches precisely).
     train_fc = ci.fire_counts(train.img_label, BACKGROUND + 1, di)
     train_purity = train_fc / np.maximum(train_fc.sum(1, keepdims=True), 1)
+    both_sides: dict[str, dict[str, tuple[Tensor, float]]] = {}  # held-out activations for concept retrieval
     for k, kind in enumerate(KINDS):
         cands = sorted({j for j, n in img_names.items() if n["name"] == kind}
                        | {int(j) for j in np.nonzero((train_purity[:, k] >= 0.8) & (train_fc[:, k] >= 20))[0]})
@@ -490,11 +539,13 @@ def build_layer(
             g = choose_linear_group(fit_pre, fit_labels, k, pre_cands, max_group=linear_group, min_precision=pre_precision)
         if g is None:
             g = choose_image_group(ci, train.img_label, k, cands, min_precision=min_precision, max_group=max_group)
-        tg = choose_text_group(ct, train.txt_token, kind, dt)
+        tg = choose_text_group(ct, train.txt_token, kind, dt, pre=txt_pre)
         entry: dict[str, Any] = {}
         if g is not None:
             extent = choose_extent(ci, train, k, g.activation(ci, pre) > g.threshold)
-            fires = g.activation(hi, held_pre) > g.threshold
+            held_act = g.activation(hi, held_pre)
+            fires = held_act > g.threshold
+            both_sides.setdefault(kind, {})["image"] = (held_act, g.threshold)
             mask = object_mask(held, hi, fires, extent).view(-1)
             truth8, truth_any = scene_grid(held, held.img_label == k, False).view(-1), scene_grid(held, held.img_any == k, False).view(-1)
             mp8, mr8 = precision_recall(mask, truth8)
@@ -514,18 +565,38 @@ def build_layer(
                 entry["under_questions"] = {"precision": qp, "recall": qr}
             groups["image"][kind] = entry
         if tg is not None:
-            held_act = ht.group(tg.latents) / tg.scale
             truth = torch.tensor([t == kind for t in held.txt_token])
-            p, r = precision_recall(held_act > tg.threshold, truth)
-            groups["text"][kind] = {"latents": tg.latents, "scale": tg.scale, "threshold": tg.threshold,
-                                    "precision": p, "recall": r}
+            t_act = tg.activation(ht, held_txt_pre)
+            both_sides.setdefault(kind, {})["text"] = (t_act, tg.threshold)
+            p, r = precision_recall(t_act > tg.threshold, truth)
+            groups["text"][kind] = {"latents": tg.latents, "read": tg.read, "weights": tg.weights or [1.0] * len(tg.latents),
+                                    "offsets": tg.offsets, "scale": tg.scale, "threshold": tg.threshold,
+                                    "precision": p, "recall": r, "train_precision": tg.train_precision,
+                                    "train_recall": tg.train_recall}
         report.kinds[kind].update({"image": {k2: v for k2, v in entry.items() if k2 != "latents"},
                                    "text": groups["text"].get(kind, {})})
         mk = entry.get("mask", {})
         log(f"layer {layer} {kind}: image {entry.get('latents')} P {entry.get('precision', 0):.3f} R {entry.get('recall', 0):.3f} "
             f"det {entry.get('detection', 0):.3f}; mask (+{len(entry.get('extent', []))} extent) P {mk.get('precision', 0):.3f} "
             f"R {mk.get('recall', 0):.3f}; text {groups['text'].get(kind, {}).get('latents')}")
+    report.concept_retrieval = kind_retrieval(held, both_sides)
     return report, groups
+
+
+def kind_retrieval(held: Split, both_sides: dict[str, dict[str, tuple[Tensor, float]]]) -> dict[str, Any]:
+    """`concept_retrieval` over the kinds that have an image and a text group (held-out activations)."""
+    kinds = [k for k in KINDS if len(both_sides.get(k, {})) == 2]
+    if not kinds:
+        return {}
+
+    def codes(side: str, sample: Tensor, pos: Tensor) -> ConceptCodes:
+        act = torch.stack([both_sides[k][side][0] for k in kinds], 1)
+        return sample_codes(act, torch.tensor([both_sides[k][side][1] for k in kinds]), sample, pos, held.n_scenes)
+
+    tpos = torch.stack([torch.zeros_like(held.txt_scene), token_index(held.txt_scene)], 1)
+    out = concept_retrieval(codes("image", held.img_scene, grid_position(held.img_cell, GRID)),
+                            codes("text", held.txt_scene, tpos), held.captions)
+    return {**out, "concepts": kinds}
 
 
 @torch.no_grad()

@@ -82,6 +82,20 @@ class LatentGroup:
         if self.read == "linear" and len(self.offsets) != 1:
             raise DictionaryError(f"{where}: a 'linear' group needs exactly one offset (its bias)")
 
+    def activation(self, sae: Any, h: Tensor) -> Tensor:
+        """[N] the group's activation on hidden states h [N, d_in] of its layer and modality, read
+        from `sae` as `read` says (the runtime computes the same inside its hooks)."""
+        import torch
+
+        idx = torch.tensor(self.latents)
+        w = torch.tensor(self.weights, dtype=torch.float32)
+        h = h.to(sae.W_enc.dtype)
+        if self.read == "pre":
+            return (sae.pre_acts_at(h, idx) * w + torch.tensor(self.offsets)).amax(-1)
+        if self.read == "linear":
+            return sae.pre_acts_at(h, idx) @ w + self.offsets[0]
+        return (sae.encode_latents(h, idx) * w).sum(-1) / self.scale  # exact for every architecture
+
 
 @dataclass(frozen=True)
 class Concept:

@@ -33,9 +33,19 @@ def _planted(n: int = 4000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 def test_threshold_is_the_lowest_that_keeps_precision() -> None:
     score = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0])
     truth = torch.tensor([True, True, False, True, False])
-    assert threshold_for(score, truth, 1.0) == 4.0
-    assert threshold_for(score, truth, 0.75) == 2.0
+    # The cut keeps the scores down to 4.0 (2.0); the threshold sits halfway to the next score.
+    assert threshold_for(score, truth, 1.0) == 3.5
+    assert threshold_for(score, truth, 0.75) == 1.5
     assert threshold_for(score, torch.zeros(5, dtype=torch.bool), 0.5) == float("inf")
+
+
+def test_threshold_never_cuts_inside_a_run_of_equal_scores() -> None:
+    # Two words that share one state (layer 0): a cut inside the run would count the true rows the
+    # sort put first and fire on the whole run.
+    score = torch.tensor([2.0, 1.0, 1.0, 1.0, 1.0, 0.0])
+    truth = torch.tensor([True, True, True, False, False, True])
+    assert threshold_for(score, truth, 0.9) == 1.5
+    assert threshold_for(score, torch.tensor([True, True, True, False, False, False]), 0.55) == 0.5
 
 
 def test_pre_group_unions_precise_latents_and_maps_them() -> None:
@@ -154,3 +164,52 @@ def test_build_layer_fits_linear_groups_across_prompts() -> None:
         assert e["under_questions"]["precision"] >= 0.8 and e["under_questions"]["recall"] >= 0.95, kind
     assert report.matched >= 8 and abs(report.strict_ceiling - 0.1) < 1e-9  # 8 captions over 80 scenes
     assert report.retrieval_i2t_caption[1] == 1.0  # one kind per caption: the aligned codes find it
+    for name in ("ordered", "bag"):  # the kinds' joint concepts find it too
+        assert report.concept_retrieval[name]["i2t"]["caption"][1] == 1.0, name
+    assert report.concept_retrieval["concepts"] == list(groups["text"]) and len(groups["text"]) == 8
+
+
+def test_text_group_turns_linear_when_no_latent_marks_the_word_alone() -> None:
+    """"cat" fires latents 0 and 1, "dog" only 0, "bird" only 1: every latent that fires on "cat"
+    is imprecise, but their signed sum is not."""
+    from steerlang.dictionary.build_concepts import Codes, choose_text_group
+    from steerlang.dictionary.sae import SAEConfig, make_sae
+
+    sae = make_sae(SAEConfig(architecture="topk", d_in=4, d_sae=4, k=2, layer=2, modality="text"))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(4))
+        sae.W_dec.copy_(torch.eye(4))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    g = torch.Generator().manual_seed(0)
+    words = ["cat", "dog", "bird", "a"] * 60
+    base = {"cat": [2.0, 2.0, 0, 0], "dog": [2.0, 0, 0, 0], "bird": [0, 2.0, 0, 0], "a": [0, 0, 2.0, 0]}
+    x = torch.tensor([base[w] for w in words]) + torch.randn(len(words), 4, generator=g) * 0.2
+    codes = Codes.encode(sae, x)
+    code_only = choose_text_group(codes, words, "cat", 4)
+    assert code_only is not None and code_only.read == "code" and code_only.train_precision < 0.9
+    with torch.no_grad():
+        tg = choose_text_group(codes, words, "cat", 4, pre=sae.pre_acts(x))
+    assert tg is not None and tg.read == "linear" and sorted(tg.latents) == [0, 1]
+    assert tg.train_precision >= 0.9 and tg.train_recall >= 0.9
+    with torch.no_grad():
+        fires = tg.activation(codes, sae.pre_acts(x)) > tg.threshold
+    is_cat = torch.tensor([w == "cat" for w in words])
+    assert float((fires & is_cat).sum()) / float(fires.sum()) >= 0.9 and float((fires & is_cat).sum()) >= 0.9 * 60
+
+
+def test_latent_group_activation_reads_as_declared() -> None:
+    from steerlang.dictionary.concepts import LatentGroup
+    from steerlang.dictionary.sae import SAEConfig, make_sae
+
+    sae = make_sae(SAEConfig(architecture="topk", d_in=6, d_sae=6, k=2, layer=0, modality="image"))
+    h = torch.randn(5, 6, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        pre = sae.pre_acts(h)
+        z = sae.encode(h)
+        g = LatentGroup(0, "image", (1, 3), (2.0, -1.0), scale=4.0)
+        torch.testing.assert_close(g.activation(sae, h), (2 * z[:, 1] - z[:, 3]) / 4)
+        g = LatentGroup(0, "image", (1, 3), (2.0, -1.0), read="linear", offsets=(0.5,))
+        torch.testing.assert_close(g.activation(sae, h), 2 * pre[:, 1] - pre[:, 3] + 0.5)
+        g = LatentGroup(0, "image", (1, 3), (2.0, -1.0), read="pre", offsets=(0.5, 0.1))
+        torch.testing.assert_close(g.activation(sae, h), torch.maximum(2 * pre[:, 1] + 0.5, -pre[:, 3] + 0.1))
