@@ -139,18 +139,25 @@ def _planted_split(n_scenes: int, seed: int, question: bool = False):  # noqa: A
                  torch.tensor(t_scene), tokens, [f"a {KINDS[s % len(KINDS)]} ." for s in range(n_scenes)], n_scenes, present)
 
 
+def _identity_sae(d: int, layer: int, modality: str):  # noqa: ANN202
+    """A TopK (k 2) SAE whose latent j reads and writes dimension j."""
+    from steerlang.dictionary.sae import SAEConfig, make_sae
+
+    sae = make_sae(SAEConfig(architecture="topk", d_in=d, d_sae=d, k=2, layer=layer, modality=modality))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(d))
+        sae.W_dec.copy_(torch.eye(d))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    return sae
+
+
 def test_build_layer_fits_linear_groups_across_prompts() -> None:
     """build_layer with image_read="linear": every kind gets a signed pre-activation group fitted on
     describe and question states together, precise under both (reported as under_questions)."""
     from steerlang.dictionary.build_concepts import build_layer
-    from steerlang.dictionary.sae import SAEConfig, make_sae
 
-    sae = make_sae(SAEConfig(architecture="topk", d_in=24, d_sae=24, k=2, layer=1, modality="image"))
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.eye(24))
-        sae.W_dec.copy_(torch.eye(24))
-        sae.b_enc.zero_()
-        sae.b_dec.zero_()
+    sae = _identity_sae(24, 1, "image")
     train, held = _planted_split(160, 0), _planted_split(80, 1)
     questions = (_planted_split(160, 2, question=True), _planted_split(80, 3, question=True))
     report, groups = build_layer(1, sae, sae, train, held, image_read="linear", questions=questions)
@@ -173,14 +180,8 @@ def test_text_group_turns_linear_when_no_latent_marks_the_word_alone() -> None:
     """"cat" fires latents 0 and 1, "dog" only 0, "bird" only 1: every latent that fires on "cat"
     is imprecise, but their signed sum is not."""
     from steerlang.dictionary.build_concepts import Codes, choose_text_group
-    from steerlang.dictionary.sae import SAEConfig, make_sae
 
-    sae = make_sae(SAEConfig(architecture="topk", d_in=4, d_sae=4, k=2, layer=2, modality="text"))
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.eye(4))
-        sae.W_dec.copy_(torch.eye(4))
-        sae.b_enc.zero_()
-        sae.b_dec.zero_()
+    sae = _identity_sae(4, 2, "text")
     g = torch.Generator().manual_seed(0)
     words = ["cat", "dog", "bird", "a"] * 60
     base = {"cat": [2.0, 2.0, 0, 0], "dog": [2.0, 0, 0, 0], "bird": [0, 2.0, 0, 0], "a": [0, 0, 2.0, 0]}
