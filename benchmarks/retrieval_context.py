@@ -117,7 +117,7 @@ def main() -> None:
     )
     from steerlang.dictionary.api import EVAL_SCENE_SEED, TRAIN_SCENE_SEED, harvested
     from steerlang.dictionary.build_concepts import GRID, Codes, load_split
-    from steerlang.dictionary.concept_codes import concept_set_retrieval, image_codes, ordered_code
+    from steerlang.dictionary.concept_codes import concept_set_recall, image_codes, ordered_code
     from steerlang.dictionary.concepts import load_concept_set
     from steerlang.dictionary.io import load_dictionary
     from steerlang.world.model import load_model
@@ -146,9 +146,9 @@ def main() -> None:
         report["strict_ceiling"] = strict_ceiling(held.captions)
         mapped_by_layer[layer] = mapped
         # The same contexts through the concept set's joint concepts, in reading order (concept_codes.py).
-        concepts = {"paired": concept_set_retrieval(cs, layer, held, grid_cols=GRID)}
+        concepts = {"paired": concept_set_recall(cs, layer, held, grid_cols=GRID)}
         for c, (states, scenes) in read.items():
-            concepts[c] = concept_set_retrieval(cs, layer, held, grid_cols=GRID, txt=(states[layer], scenes))
+            concepts[c] = concept_set_recall(cs, layer, held, grid_cols=GRID, txt=(states[layer], scenes))
         report["layers"][str(layer)]["concepts"] = {c: {"ordered": r["ordered"], "bag": r["bag"]} for c, r in concepts.items()}
         ordered_by_layer[layer] = ordered_code(image_codes(cs, layer, held.x_img, held.img_scene, held.img_cell, held.n_scenes, grid_cols=GRID))
         print(f"layer {layer}: " + "  ".join(f"{c} {v['caption'][1]:.2f}" for c, v in report["layers"][str(layer)].items() if c != "concepts")

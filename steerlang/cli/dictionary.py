@@ -152,7 +152,7 @@ def align_eval_cmd(
     """Compare aligned-separate, shared (SAE-V style) and VL-SAE style joint dictionaries on held-out scenes."""
     from steerlang.dictionary.api import EVAL_SCENE_SEED, TRAIN_SCENE_SEED, cache_root, harvested
     from steerlang.dictionary.build_concepts import GRID, load_split
-    from steerlang.dictionary.concept_codes import concept_set_retrieval, measured_concepts
+    from steerlang.dictionary.concept_codes import concept_set_recall, measured_concepts
     from steerlang.dictionary.concepts import load_concept_set
     from steerlang.dictionary.crossmodal import compare_layer
 
@@ -166,7 +166,7 @@ def align_eval_cmd(
         held = load_split(held_acts, L, EVAL_SCENE_SEED)
         res[L] = compare_layer(L, dict_dir, train, held, cache, steps=steps, pool=pool, progress=not as_json)
         if cs is not None and measured_concepts(cs, L):
-            concepts[L] = concept_set_retrieval(cs, L, held, grid_cols=GRID)
+            concepts[L] = concept_set_recall(cs, L, held, grid_cols=GRID)
     if as_json:
         out_console.print_json(json.dumps({"methods": res, "concepts": concepts}))
         return

@@ -48,7 +48,7 @@ from steerlang.dictionary.align import (
 )
 from steerlang.dictionary.concept_codes import (
     ConceptCodes,
-    concept_retrieval,
+    concept_recall,
     grid_position,
     sample_codes,
     token_index,
@@ -579,12 +579,12 @@ def build_layer(
         log(f"layer {layer} {kind}: image {entry.get('latents')} P {entry.get('precision', 0):.3f} R {entry.get('recall', 0):.3f} "
             f"det {entry.get('detection', 0):.3f}; mask (+{len(entry.get('extent', []))} extent) P {mk.get('precision', 0):.3f} "
             f"R {mk.get('recall', 0):.3f}; text {groups['text'].get(kind, {}).get('latents')}")
-    report.concept_retrieval = kind_retrieval(held, both_sides)
+    report.concept_retrieval = kind_recall(held, both_sides)
     return report, groups
 
 
-def kind_retrieval(held: Split, both_sides: dict[str, dict[str, tuple[Tensor, float]]]) -> dict[str, Any]:
-    """`concept_retrieval` over the kinds that have an image and a text group (held-out activations)."""
+def kind_recall(held: Split, both_sides: dict[str, dict[str, tuple[Tensor, float]]]) -> dict[str, Any]:
+    """`concept_recall` over the kinds that have an image and a text group (held-out activations)."""
     kinds = [k for k in KINDS if len(both_sides.get(k, {})) == 2]
     if not kinds:
         return {}
@@ -594,7 +594,7 @@ def kind_retrieval(held: Split, both_sides: dict[str, dict[str, tuple[Tensor, fl
         return sample_codes(act, torch.tensor([both_sides[k][side][1] for k in kinds]), sample, pos, held.n_scenes)
 
     tpos = torch.stack([torch.zeros_like(held.txt_scene), token_index(held.txt_scene)], 1)
-    out = concept_retrieval(codes("image", held.img_scene, grid_position(held.img_cell, GRID)),
+    out = concept_recall(codes("image", held.img_scene, grid_position(held.img_cell, GRID)),
                             codes("text", held.txt_scene, tpos), held.captions)
     return {**out, "concepts": kinds}
 

@@ -88,7 +88,7 @@ def sample_codes(act: Tensor, threshold: Tensor, sample: Tensor, pos: Tensor, n:
     return concept_codes(act, act > threshold, sample, pos, n)
 
 
-def concept_retrieval(img: ConceptCodes, txt: ConceptCodes, captions: list[str]) -> dict[str, Any]:
+def concept_recall(img: ConceptCodes, txt: ConceptCodes, captions: list[str]) -> dict[str, Any]:
     """Image -> text and text -> image R@k (strict and caption-level) of the ordered code and, for
     comparison, of the bag of strengths alone."""
     from steerlang.dictionary.crossmodal import recall_at_k
@@ -125,9 +125,9 @@ def text_codes(cs: Any, layer: int, x: Tensor, sample: Tensor, n: int) -> Concep
     return _codes(cs, layer, "text", x, sample, torch.stack([torch.zeros_like(sample), token_index(sample)], 1), n)
 
 
-def concept_set_retrieval(cs: Any, layer: int, split: Any, *, grid_cols: int,
+def concept_set_recall(cs: Any, layer: int, split: Any, *, grid_cols: int,
                           txt: tuple[Tensor, Tensor] | None = None) -> dict[str, Any]:
-    """`concept_retrieval` of a concept set's measured joint concepts on a held-out `Split`.
+    """`concept_recall` of a concept set's measured joint concepts on a held-out `Split`.
     `txt`: other caption-token states and their sample ids (rows in position order per sample) to
     read the captions from instead of the split's (e.g. captions read after a blank image)."""
     concepts = measured_concepts(cs, layer)
@@ -136,6 +136,6 @@ def concept_set_retrieval(cs: Any, layer: int, split: Any, *, grid_cols: int,
     x_txt, t_sample = txt if txt is not None else (split.x_txt, split.txt_scene)
     n = split.n_scenes
     img = image_codes(cs, layer, split.x_img, split.img_scene, split.img_cell, n, grid_cols=grid_cols)
-    out = concept_retrieval(img, text_codes(cs, layer, x_txt, t_sample, n), split.captions)
+    out = concept_recall(img, text_codes(cs, layer, x_txt, t_sample, n), split.captions)
     out["concepts"] = [c.name for c in concepts]
     return out

@@ -10,7 +10,7 @@ import torch
 from steerlang.dictionary.concept_codes import (
     ConceptCodes,
     concept_codes,
-    concept_retrieval,
+    concept_recall,
     ordered_code,
     reading_order,
     token_index,
@@ -60,7 +60,7 @@ def test_ordered_code_tells_permuted_captions_apart() -> None:
     code_i, code_t = ordered_code(images), ordered_code(texts)
     sim = code_i @ code_t.T
     assert sim[0, 0] > sim[0, 1] and sim[1, 1] > sim[1, 0]
-    r = concept_retrieval(images, texts, captions)
+    r = concept_recall(images, texts, captions)
     assert r["ordered"]["i2t"]["caption"][1] == 1.0 and r["ordered"]["t2i"]["caption"][1] == 1.0
     assert r["bag"]["i2t"]["strict"][1] == 0.0  # the bags tie, and ties count against
     # One concept alone has no pairs: the order block is empty and the code is its bag.
