@@ -350,10 +350,16 @@ def compare_layer(layer: int, dict_dir, train, held, cache_dir, *, steps: int = 
                   pool: str = "max", progress: bool = True) -> dict[str, dict]:
     """aligned-separate vs shared vs vlsae at one layer, on the same held-out split."""
     from steerlang.dictionary.io import load_dictionary
+    from steerlang.errors import InputError
 
     dict_dir = Path(dict_dir)
+    if not (dict_dir / "saes.json").is_file():
+        raise InputError(f"--dict: {dict_dir} has no saes.json; pass a concept set folder such as dictionaries/toyworld")
     index = json.loads((dict_dir / "saes.json").read_text())
     paths = {(int(e["layer"]), e["modality"]): dict_dir / e["path"] for e in index["saes"]}
+    if (layer, "image") not in paths or (layer, "text") not in paths:
+        have = sorted({lay for lay, _m in paths})
+        raise InputError(f"--layer: {dict_dir} has no image and text SAEs at layer {layer}; it has layers {have}")
     out = {"aligned-separate": aligned_separate_metrics(load_dictionary(paths[(layer, "image")]),
                                                      load_dictionary(paths[(layer, "text")]), train, held, pool)}
     x = torch.cat([train.x_img, train.x_txt])

@@ -113,3 +113,18 @@ def test_sae_v_cross_modal_weight():
     w = cross_modal_weight(z_img, z_txt, h_img, h_txt)
     assert np.allclose(w, [0.5, 0.0, 0.0], atol=1e-6)
     assert np.allclose(cross_modal_weight(z_img, z_txt, h_img, h_txt, top=40, each=4)[2], 0.5, atol=1e-6)
+
+
+def test_compare_layer_names_a_folder_without_saes(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    import pytest
+
+    from steerlang.dictionary.crossmodal import compare_layer
+    from steerlang.errors import InputError
+
+    with pytest.raises(InputError, match="no saes.json"):
+        compare_layer(0, tmp_path, None, None, tmp_path)
+    (tmp_path / "saes.json").write_text(json.dumps({"saes": [{"layer": 0, "modality": "image", "path": "x"}]}))
+    with pytest.raises(InputError, match="no image and text SAEs at layer 0; it has layers \\[0\\]"):
+        compare_layer(0, tmp_path, None, None, tmp_path)
