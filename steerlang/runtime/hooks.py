@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from steerlang.errors import InputError
+from steerlang.errors import InputError, SteerError
 from steerlang.runtime.adapters import ModelAdapter
 from steerlang.runtime.masks import IMAGE, OUTPUT, PROMPT, Layout, Positions, close_on_grid, scope_mask
 from steerlang.runtime.plan import (
@@ -47,7 +47,7 @@ from steerlang.runtime.plan import (
 )
 from steerlang.runtime.trace import Trace
 
-__all__ = ["Steerer"]
+__all__ = ["Steerer", "cached_length"]
 
 _STORE_KINDS = {"image": (IMAGE,), "prompt": (PROMPT,), "output": (OUTPUT,)}
 
@@ -488,8 +488,7 @@ class Steerer:
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is None:
             raise InputError("steering needs input_ids: positions cannot be located from inputs_embeds alone")
-        cache = kwargs.get("past_key_values")
-        past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
+        past = cached_length(args, kwargs, ids.shape[-1])
         if self.layout is None or not self.layout.continues(ids, past):
             if past:
                 raise InputError("steering started in the middle of a generation (a non-empty KV cache): start a new generate inside the steering context")
@@ -581,6 +580,35 @@ class Steerer:
             acts.setdefault(label, {})[layer] = buf
         return Trace(acts, pos.kind, pos.patch, list(pos.grid),
                      chains=[(name, [(cc.label, list(layers)) for cc, layers in links]) for name, links, _f in self.plan.chains])
+
+
+def cached_length(args: tuple, kwargs: dict, length: int) -> int:
+    """How many positions the KV cache already holds when the base model is called: 0 at a prefill,
+    the absolute position of the call's first token at a decode step.
+
+    Read from what a call carries, never from one keyword's name (transformers 5.24 renamed
+    `past_key_values` to `cache`): `cache_position` where a version passes it, else the length
+    reported by any argument that is a cache (it has `get_seq_length`). A call that carries neither
+    is a prefill or a cache-less step, unless its `position_ids` reach past its own length: then
+    it is a decode step whose cache this runtime cannot see, and steering it would edit the wrong
+    positions, so it raises.
+    """
+    cp = kwargs.get("cache_position")
+    if isinstance(cp, Tensor) and cp.numel():
+        return int(cp.reshape(-1)[0])
+    caches = [v for v in (*args, *kwargs.values()) if callable(getattr(v, "get_seq_length", None))]
+    if caches:
+        return int(caches[0].get_seq_length())
+    pids = kwargs.get("position_ids")
+    if isinstance(pids, Tensor) and pids.numel() and int(pids.max()) >= length:
+        import transformers
+
+        raise SteerError(
+            f"cannot tell a prefill from a decode step: transformers {transformers.__version__} called the model "
+            f"with position ids up to {int(pids.max())} for {length} new tokens but passed no cache this runtime "
+            "recognises (no cache_position, no argument with get_seq_length); steering would edit the wrong "
+            "positions. Install a transformers version steerlang supports (see the README) or report this.")
+    return 0
 
 
 def _compares(c: Cond | None) -> list[CCompare]:
