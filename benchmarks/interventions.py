@@ -1,4 +1,4 @@
-"""Removal and replacement on fresh toy-world scenes (METRICS.md, "Interventions").
+"""Removal and replacement on fresh toy-world scenes, scored against baselines on the same scenes.
 
     python benchmarks/interventions.py --count 200 --seed 4242 --out runs/interventions.json
 

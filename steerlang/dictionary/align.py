@@ -1,4 +1,4 @@
-"""Post-hoc alignment of separately learned image and text dictionaries (METRICS.md, our choice).
+"""Post-hoc alignment of separately learned image and text dictionaries (the matching rule is ours).
 
 On paired samples (a scene's image and its caption), each image latent is pooled over the image's
 patches and each text latent over the caption's tokens (max). The score of a pair (i, j) is

@@ -1,4 +1,4 @@
-"""Joint image/text dictionaries and their cross-modal metrics (issue 4, METRICS.md "Cross-modal").
+"""Joint image/text dictionaries and their cross-modal metrics (issue 4; SAE-V, VL-SAE, VISTA).
 
 Two joint models besides the aligned-separate pair (`align.py`):
 
@@ -204,7 +204,7 @@ def recall_at_k(q: np.ndarray, keys: np.ndarray, captions: list[str] | None = No
 
 def intra_inter_similarity(z_img: np.ndarray, z_txt: np.ndarray, emb_img: np.ndarray, emb_txt: np.ndarray, *,
                            top: int = 10, center: bool = True) -> dict[str, float]:
-    """VL-SAE concept quality (METRICS.md). z_*: [n_samples, n_concepts] pooled activations of the
+    """VL-SAE concept quality (paper: CLIP embeddings). z_*: [n_samples, n_concepts] pooled activations of the
     same concepts (columns) on each sample's image and text; emb_*: [n_samples, e] embeddings of
     each sample's image and text (ours: the model's mean hidden state over the sample's image
     patches and caption tokens). Per concept c with firing samples on both sides: I_c / T_c = its
@@ -234,7 +234,7 @@ def modality_mass(mass_img: np.ndarray, mass_txt: np.ndarray) -> np.ndarray:
 
 def cross_modal_weight(z_img: Tensor, z_txt: Tensor, h_img: Tensor, h_txt: Tensor, *, top: int = 30,
                        each: int = 5) -> np.ndarray:
-    """SAE-V cross-modal weight per latent (METRICS.md): among a latent's `top` highest-activating
+    """SAE-V cross-modal weight per latent (`cosimilarity`): among a latent's `top` highest-activating
     rows (image and text rows together, firing rows only), if at least `each` are text and `each`
     image, w = mean cosine between the hidden states (the SAE inputs h) of its top-`each` text rows
     and its top-`each` image rows (each^2 pairs); otherwise 0 (a single-modality latent).
@@ -267,7 +267,7 @@ def direction_angles(dec_img: np.ndarray, dec_txt: np.ndarray) -> np.ndarray:
 def matching_rate(z_img: np.ndarray, names: list[str | None], captions: list[str], top: int = 3,
                   exclude: np.ndarray | None = None) -> float:
     """Per image: its top-`top` latents by pooled activation (minus `exclude`d ones); a match when
-    any of their names is a word of the image's caption (METRICS.md)."""
+    any of their names is a word of the image's caption (VISTA's matching rate)."""
     z = z_img.copy()
     if exclude is not None:
         z[:, exclude] = -np.inf

@@ -1,4 +1,4 @@
-"""Reconstruction metrics, as defined in METRICS.md ("Dictionaries").
+"""Reconstruction metrics, with the definitions the SAE literature uses (SAELens, SAE-V).
 
 - MSE = mean_t ||x_t - x̂_t||² (squared norm summed over d_in, averaged over tokens)
 - FVU = Σ||x - x̂||² / Σ||x - mean(x)||²; explained variance = 1 - FVU

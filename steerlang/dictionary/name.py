@@ -1,6 +1,6 @@
 """Automatic names for latents, from their top activators, scored by detection.
 
-Offline auto-interp (METRICS.md, "Naming"): for a latent, take the samples that activate it most,
+Offline auto-interp (no external LLM): for a latent, take the samples that activate it most,
 weight the words of their captions by TF-IDF against the whole sample set, and propose the best
 word. A name is only as good as its **detection score**: on held-out samples, does "the name is in
 the caption" predict "the latent fires"? (balanced accuracy, as delphi scores an explanation).

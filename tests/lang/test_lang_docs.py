@@ -1,4 +1,5 @@
-"""docs/language.md: its program examples parse, and its error example is what the checker prints."""
+"""docs/language.md: its program examples parse, its first example is the shipped programs/remove_cat.stl,
+and its error example is what the checker prints."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 
 from steerlang.lang import FakeConceptTable, LangError, compile_program, parse
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "language.md"
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "language.md"
 TEXT = DOC.read_text(encoding="utf-8")
 BLOCKS = re.findall(r"```stl\n(.*?)```", TEXT, flags=re.S)
 # The last column of every construct table row is an example in backticks.
@@ -32,6 +34,14 @@ def test_program_blocks_parse(block: str) -> None:
 @pytest.mark.parametrize("example", ROWS)
 def test_table_examples_parse(example: str) -> None:
     parse(example, "doc.stl")
+
+
+def test_lead_example_is_the_shipped_program() -> None:
+    # The page opens with programs/remove_cat.stl, verbatim: when the program changes (a new
+    # threshold, `steer fmt --write`), copy it into docs/language.md.
+    shipped = (ROOT / "programs" / "remove_cat.stl").read_text(encoding="utf-8")
+    assert BLOCKS[0] == shipped, "docs/language.md's first example differs from programs/remove_cat.stl"
+    assert "programs/remove_cat.stl" in TEXT[: TEXT.index("```stl")]
 
 
 def test_design_example_compiles() -> None:
