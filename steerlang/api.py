@@ -19,24 +19,56 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from steerlang.dictionary.concepts import ConceptSet, load_concept_set
-from steerlang.errors import InputError
-from steerlang.lang import compile_program, ir
-from steerlang.runtime.session import DEFAULT_TOKENS, ExpectationResult, RunResult, Session, load_image
+from steerlang.errors import InputError, SteerError
+from steerlang.lang import (
+    LangError,
+    ast,
+    compile_program,
+    ir,
+    load_concept_table,
+    parse,
+    read_program,
+    require_content,
+)
+from steerlang.lang import check as check_ast
+from steerlang.lang.concepts import ConceptTable
+from steerlang.lang.describe import describe_program
+from steerlang.lang.errors import Diagnostic
+from steerlang.runtime.session import (
+    DEFAULT_TOKENS,
+    ExpectationResult,
+    RunResult,
+    Session,
+    load_image,
+    no_image_error,
+)
 from steerlang.runtime.trace import Trace, write_trace
 from steerlang.world.model import ModelBundle, load_model
 
 __all__ = [
+    "DEFAULT_DICTIONARY",
+    "DEFAULT_MODEL",
     "DEFAULT_TOKENS",
     "ExpectationResult",
     "RunResult",
     "Session",
     "Trace",
+    "check_program",
+    "describe_program",
+    "dictionary_for",
     "find_programs",
     "load_image",
     "load_session",
+    "model_for",
+    "no_image_error",
+    "program_images",
     "read_header",
+    "require_content",
     "write_trace",
 ]
+
+DEFAULT_MODEL = "toyworld"
+DEFAULT_DICTIONARY = "toyworld"
 
 
 def load_session(model: str | os.PathLike | ModelBundle = "toyworld", dictionary: str | os.PathLike | ConceptSet = "toyworld",
@@ -45,8 +77,9 @@ def load_session(model: str | os.PathLike | ModelBundle = "toyworld", dictionary
 
     `dense=True` makes every edit compute the full SAE encode (for benchmarking the sparse path).
     """
-    bundle = model if isinstance(model, ModelBundle) else load_model(model, device=device)
+    # The concept set first: it is quick to load and a wrong folder is reported before the model loads.
     concepts = dictionary if isinstance(dictionary, ConceptSet) else load_concept_set(dictionary)
+    bundle = model if isinstance(model, ModelBundle) else load_model(model, device=device)
     return Session(bundle, concepts, dense=dense)
 
 
@@ -55,6 +88,63 @@ def read_header(path: str | os.PathLike) -> ir.Program:
 
     Raises `LangError` on a syntax error, before any model is loaded."""
     return compile_program(Path(path), None)
+
+
+def model_for(program: ir.Program, model: str | None = None) -> str:
+    """The model a program runs on: `model` if given (--model), else its `model` header, else toyworld."""
+    return model or program.header.model or DEFAULT_MODEL
+
+
+def dictionary_for(program: ir.Program, dictionary: str | None = None) -> str:
+    """The concept set a program runs with: `dictionary` if given (--dictionary), else its
+    `dictionary` header, else toyworld. `steer run`, `steer test` and `steer check` all use this."""
+    return dictionary or program.header.dictionary or DEFAULT_DICTIONARY
+
+
+def check_program(path: str | os.PathLike, dictionary: str | None = None, *,
+                  tables: dict[str, ConceptTable] | None = None) -> ir.Program:
+    """What `steer check` does: parse the program and resolve its concept names and layers against
+    the concept set it would run with (`dictionary_for`), without loading the model.
+
+    `dictionary` may also be a JSON concept list. `tables` caches loaded concept sets by name across
+    calls. Raises `LangError` (located, with a hint) for every problem in the program, an empty
+    program included, and `SteerError` when a `--dictionary` given here cannot be loaded.
+    """
+    path = Path(path)
+    text = read_program(path)
+    program = parse(text, str(path))
+    header = {s.key: s for s in program.statements if isinstance(s, ast.Header)}
+    named = header.get("dictionary")
+    spec = dictionary or (named.value.value if named is not None and named.value.value.strip() else None) or DEFAULT_DICTIONARY
+    tables = {} if tables is None else tables
+    if spec not in tables:
+        try:
+            tables[spec] = load_concept_table(spec)
+        except SteerError as exc:
+            if dictionary is not None or named is None:
+                raise
+            # The program's own `dictionary` line names it: point there.
+            raise LangError([Diagnostic(named.value.span, f"cannot load the dictionary: {exc}",
+                                        "give a concept-set folder (or \"toyworld\") here, or check with --dictionary")],
+                            {str(path): text}) from None
+    result = check_ast(program, tables[spec])
+    require_content(result)
+    return result
+
+
+def program_images(program: ir.Program, images: Iterable[str | os.PathLike] | None = None) -> list[Path]:
+    """The images to run a program on: `images` if any, else its `image` header (relative to its
+    file). Each is opened once, so a missing, corrupt or folder path is an `InputError` before any
+    model is loaded; no image at all is one too, naming the line where `image "PATH"` would go."""
+    paths = [Path(p) for p in images or ()]
+    if not paths:
+        if program.header.image is None:
+            raise no_image_error(program.source)
+        base = Path(program.source).parent if program.source and not program.source.startswith("<") else Path()
+        paths = [base / program.header.image]
+    for p in paths:
+        load_image(p)
+    return paths
 
 
 def find_programs(paths: Iterable[str | os.PathLike]) -> list[Path]:

@@ -9,14 +9,11 @@ from pathlib import Path
 import typer
 
 from steerlang.cli import app, err_console, out_console, user_errors
-from steerlang.lang import LangError, compile_program, format_program, load_concept_table, read_program
+from steerlang.lang import LangError, format_program, read_program
 from steerlang.lang.concepts import ConceptTable
 
-_DICTIONARY_HELP = "Concept table to resolve names against: a JSON concept list (or a dictionary folder)."
-
-
-def _table(dictionary: Path | None) -> ConceptTable | None:
-    return None if dictionary is None else load_concept_table(dictionary)
+_DICTIONARY_HELP = ("Concept set to resolve names and layers against: \"toyworld\", a concept-set folder, or a JSON "
+                    "concept list (default: the program's `dictionary`, else toyworld, as `steer run` does).")
 
 
 def _report(exc: LangError) -> None:
@@ -27,14 +24,17 @@ def _report(exc: LangError) -> None:
 @user_errors
 def check_cmd(
     programs: list[Path] = typer.Argument(..., help="Program files (.stl) to check."),
-    dictionary: Path | None = typer.Option(None, "--dictionary", "-d", help=_DICTIONARY_HELP),
+    dictionary: str | None = typer.Option(None, "--dictionary", "-d", help=_DICTIONARY_HELP),
 ) -> None:
-    """Check programs: syntax, names, types, ranges, layers, scopes. Exit 1 on any error."""
-    table = _table(dictionary)
+    """Check programs without running them: syntax, concept names and layers (against the concept set
+    each would run with), types, ranges, scopes. An empty program is an error. Exit 1 on any error."""
+    from steerlang.api import check_program
+
+    tables: dict[str, ConceptTable] = {}
     failed = 0
     for path in programs:
         try:
-            compile_program(path, table)
+            check_program(path, dictionary, tables=tables)
         except LangError as exc:
             _report(exc)
             failed += 1
@@ -49,12 +49,14 @@ def check_cmd(
 def compile_cmd(
     program: Path = typer.Argument(..., help="Program file (.stl)."),
     as_json: bool = typer.Option(False, "--json", help="Print the IR as JSON."),
-    dictionary: Path | None = typer.Option(None, "--dictionary", "-d", help=_DICTIONARY_HELP),
+    dictionary: str | None = typer.Option(None, "--dictionary", "-d", help=_DICTIONARY_HELP),
     image: str | None = typer.Option(None, "--image", help="Use this image instead of the program's `image`."),
 ) -> None:
-    """Compile a program to its IR (what the runtime executes)."""
+    """Compile a program to its IR (what the runtime executes), names resolved as `steer check` does."""
+    from steerlang.api import check_program
+
     try:
-        ir_program = compile_program(program, _table(dictionary))
+        ir_program = check_program(program, dictionary)
     except LangError as exc:
         _report(exc)
         raise typer.Exit(1) from None
@@ -71,6 +73,10 @@ def compile_cmd(
     )
 
 
+FMT_SEPARATOR = "# == {path} =="
+"""With several files and neither --write nor --check, each printed file starts with this line."""
+
+
 @app.command("fmt")
 @user_errors
 def fmt_cmd(
@@ -78,8 +84,13 @@ def fmt_cmd(
     write: bool = typer.Option(False, "--write", "-w", help="Rewrite the files in place."),
     check: bool = typer.Option(False, "--check", help="Exit 1 if a file is not formatted; change nothing."),
 ) -> None:
-    """Print programs in canonical formatting (or rewrite them with --write)."""
+    """Print programs in canonical formatting (or rewrite them with --write).
+
+    With several files, each printed file is preceded by a comment line `# == PATH ==` (a blank
+    line between files); with one file the output is exactly the formatted file.
+    """
     failed = False
+    printed = 0
     for path in programs:
         try:
             text = read_program(path)
@@ -90,13 +101,16 @@ def fmt_cmd(
             continue
         if check:
             if formatted != text:
-                err_console.out(f"{path}: not formatted", highlight=False)
+                err_console.out(f"{path}: not formatted (steer fmt --write {path} fixes it)", highlight=False)
                 failed = True
         elif write:
             if formatted != text:
                 _write_atomic(path, formatted)
         else:
+            if len(programs) > 1:
+                out_console.out(("\n" if printed else "") + FMT_SEPARATOR.format(path=path), highlight=False)
             out_console.out(formatted, end="", highlight=False)
+            printed += 1
     if failed:
         raise typer.Exit(1)
 

@@ -10,7 +10,16 @@ The grammar is `grammar/steerlang.lark`; the language reference is `docs/languag
 from __future__ import annotations
 
 from steerlang.lang import ast, ir
-from steerlang.lang.api import check, compile_file, compile_program, format_program, parse, read_program
+from steerlang.lang.api import (
+    check,
+    compile_file,
+    compile_program,
+    format_program,
+    header_end_line,
+    parse,
+    read_program,
+    require_content,
+)
 from steerlang.lang.concepts import (
     ConceptInfo,
     ConceptTable,
@@ -19,6 +28,7 @@ from steerlang.lang.concepts import (
     load_concept_table,
     load_concept_table_json,
 )
+from steerlang.lang.describe import describe_program
 from steerlang.lang.errors import Diagnostic, LangError
 
 __all__ = [
@@ -32,10 +42,13 @@ __all__ = [
     "check",
     "compile_file",
     "compile_program",
+    "describe_program",
     "format_program",
+    "header_end_line",
     "ir",
     "load_concept_table",
     "load_concept_table_json",
     "parse",
     "read_program",
+    "require_content",
 ]

@@ -20,7 +20,8 @@ from steerlang.lang.parser import parse as _parse
 
 T = TypeVar("T")
 
-__all__ = ["parse", "check", "compile_program", "compile_file", "format_program", "read_program"]
+__all__ = ["parse", "check", "compile_program", "compile_file", "format_program", "read_program", "require_content",
+           "header_end_line"]
 
 
 def parse(text: str, file: str = "<string>") -> ast.Program:
@@ -71,6 +72,47 @@ def read_program(path: str | Path) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
         raise LangError([Diagnostic(ast.Span(str(path), 1, 1, 1, 1), f"cannot read program: {reason}")]) from None
+
+
+def require_content(program: ir.Program, *, run: bool = False) -> None:
+    """A `LangError` naming the file if the program is empty, or (with `run`) has nothing to run.
+
+    Empty: no statements at all (a blank file, or only comments), or only header lines (`model`,
+    `dictionary`, `image`, `ask`, `generate`). A file that only defines names (`let`, `chain`,
+    `import`) is a library: fine to check, but with `run=True` an error, since nothing in it steers,
+    traces or expects anything.
+    """
+    file = program.source or "<string>"
+    where = ast.Span(file, 1, 1, 1, 1)
+    defines = bool(program.imports or program.bindings or program.chains)
+    acts = bool(program.steps or program.chains or program.traces or program.expectations)
+    if acts or (defines and not run):
+        return
+    if defines:
+        raise LangError([Diagnostic(where, "nothing to run: the program only defines names (let, import)",
+                                    "add what to do: steer, when, trace or expect (or import this file from a program "
+                                    "that does)")])
+    has_header = any(v is not None for v in program.header.model_dump().values())
+    what = "it has only header lines (model, dictionary, image, ask, generate)" if has_header else \
+        "it has no statements (the file is blank or only comments)"
+    raise LangError([Diagnostic(where, f"empty program: {what}",
+                                "a program steers, traces or expects something, e.g. steer image { off cat }")])
+
+
+def header_end_line(text: str, file: str = "<string>") -> int:
+    """The line just after the program's leading header statements (`model`, `dictionary`, `image`,
+    `ask`, `import`, `generate`): where a new header line goes. 1 if there is none (or on a syntax
+    error)."""
+    try:
+        program = _parse(text, file)
+    except Exception:  # noqa: BLE001 - a hint's line number, never an error of its own
+        return 1
+    line = 1
+    for stmt in program.statements:
+        if not isinstance(stmt, ast.Header | ast.Generate):
+            break
+        line = stmt.span.end_line + 1
+    return line
 
 
 def _guard(fn: Callable[[], T], file: str, text: str) -> T:

@@ -182,18 +182,18 @@ def _table_from_json(data: Any) -> StaticConceptTable:
 
 
 def load_concept_table(spec: str | Path) -> ConceptTable:
-    """The concept table named by `--dictionary`: a JSON concept list, or a dictionary folder.
+    """The concept table named by `--dictionary`: a JSON concept list (`*.json`), or a concept set
+    named as `steer run` names it (a concept-set folder, or "toyworld" for the shipped one).
 
-    Dictionary folders are the dictionary team's: once `steerlang.dictionary` defines
-    `open_concept_table(path) -> ConceptTable`, this function uses it (imported lazily, so the
-    language front end itself never loads torch).
+    Concept sets are the dictionary team's: `steerlang.dictionary.open_concept_table(spec)` loads
+    them (imported lazily, so the language front end itself never loads torch).
     """
     path = Path(spec)
-    if path.suffix == ".json" and path.is_file():
+    if path.suffix == ".json":
         return load_concept_table_json(path)
-    if not path.exists():
-        raise InputError(f"dictionary {spec} not found (give a JSON concept list or a dictionary folder)")
+    if str(spec) != "toyworld" and not path.exists():
+        raise InputError(f'no such folder: {spec} (give a concept-set folder, the name "toyworld", or a JSON concept list)')
     opener = getattr(importlib.import_module("steerlang.dictionary"), "open_concept_table", None)
     if opener is None:
-        raise InputError(f"{spec}: loading dictionary folders is not available yet; give a JSON concept list")
-    return opener(path)
+        raise InputError(f"{spec}: loading concept sets is not available; give a JSON concept list")
+    return opener(str(spec))

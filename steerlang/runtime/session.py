@@ -26,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from steerlang.dictionary.concepts import ConceptSet
 from steerlang.errors import InputError
-from steerlang.lang import compile_program, ir
+from steerlang.lang import compile_program, header_end_line, ir
 from steerlang.runtime.adapters import ModelAdapter, adapter_for
 from steerlang.runtime.hooks import Steerer
 from steerlang.runtime.plan import HookPlan, compile_plan, concept_label
@@ -35,7 +35,7 @@ from steerlang.world.model import ModelBundle
 
 DEFAULT_TOKENS = 24
 
-__all__ = ["DEFAULT_TOKENS", "ExpectationResult", "RunResult", "Session", "load_image"]
+__all__ = ["DEFAULT_TOKENS", "ExpectationResult", "RunResult", "Session", "load_image", "no_image_error"]
 
 
 @dataclass
@@ -68,9 +68,17 @@ class RunResult:
                 "expectations": [{"text": e.text, "passed": e.passed} for e in self.expectations]}
 
 
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
 def load_image(path: str | Path) -> Image.Image:
     """An RGB image from a file; InputError if it is missing or not an image."""
     p = Path(path)
+    if p.is_dir():
+        pics = sorted(x for x in p.iterdir() if x.suffix.lower() in _IMAGE_SUFFIXES)
+        held = f" holding {len(pics)} image{'s' if len(pics) != 1 else ''}" if pics else ""
+        raise InputError(f"image {p} is a folder{held}, not an image file: give image files, one --image per file "
+                         f"(e.g. --image {pics[0] if pics else p / 'IMAGE.png'})")
     if not p.is_file():
         raise InputError(f"image {p} not found")
     try:
@@ -79,6 +87,22 @@ def load_image(path: str | Path) -> Image.Image:
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"image {p} cannot be read: {exc}") from None
+
+
+def no_image_error(source: str | None) -> InputError:
+    """The error for a program run without an image: names the file and the line where an
+    `image "PATH"` line would go (just after the header)."""
+    text = None
+    if source and not source.startswith("<"):
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = None
+    if text is None:
+        return InputError(f"{source or 'program'}: no image: give one (--image PATH) or write `image \"PATH\"` in the program")
+    line = header_end_line(text, source or "<string>")
+    return InputError(f'{source}:{line}:1: no image: write `image "PATH"` (relative to the program\'s folder) at line '
+                      f"{line}, after the header, or give --image PATH")
 
 
 def _header_place(program: ir.Program, keyword: str) -> str:
@@ -157,7 +181,7 @@ class Session:
         """(name, image) pairs: the given images, else the program's `image` (relative to its file)."""
         if not images:
             if program.header.image is None:
-                raise InputError(f"{program.source or 'program'}: no image: give one (--image) or write `image \"PATH\"`")
+                raise no_image_error(program.source)
             base = Path(program.source).parent if program.source and program.source != "<string>" else Path()
             images = [base / program.header.image]
         out = []
@@ -184,8 +208,12 @@ class Session:
     def run(self, program: ir.Program | str | Path, images: Sequence[Image.Image | str | Path] | None = None,
             prompt: str | None = None, *, max_new_tokens: int | None = None, compare: bool = False,
             sample: bool = False, seed: int | None = None, trace: bool = True, dense: bool | None = None,
-            batch_size: int = 64, on_forward: Callable[[int], None] | None = None) -> list[RunResult]:
-        """Run `program` on each image (batched): steered output, baseline if `compare`, expectations."""
+            batch_size: int = 64, on_forward: Callable[[int], None] | None = None,
+            on_progress: Callable[[int, int], None] | None = None) -> list[RunResult]:
+        """Run `program` on each image (batched): steered output, baseline if `compare`, expectations.
+
+        `on_progress(done, total)` is called once the images are loaded (done 0) and after each batch.
+        """
         from steerlang.world.vocab import DEFAULT_PROMPT
 
         prog = self.compile(program)
@@ -194,6 +222,8 @@ class Session:
         text = prompt if prompt is not None else prog.header.ask or DEFAULT_PROMPT
         tokens = max_new_tokens or prog.header.generate or DEFAULT_TOKENS
         results: list[RunResult] = []
+        if on_progress is not None:
+            on_progress(0, len(named))
         for start in range(0, len(named), batch_size):
             chunk = named[start : start + batch_size]
             pics = [im for _n, im in chunk]
@@ -203,6 +233,8 @@ class Session:
             tr = st.trace if trace else None
             for i, ((name, _im), out, base) in enumerate(zip(chunk, outputs, baseline, strict=True)):
                 results.append(RunResult(name, text, out, base, self.expectations(prog, out, tr, i), tr, i))
+            if on_progress is not None:
+                on_progress(len(results), len(named))
         return results
 
     @staticmethod

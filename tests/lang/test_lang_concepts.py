@@ -60,5 +60,7 @@ def test_bad_concept_lists_are_input_errors(tmp_path: Path, content: str) -> Non
 
 
 def test_missing_dictionary_is_an_input_error(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="not found"):
+    with pytest.raises(InputError, match="no such folder: .*nope"):
         load_concept_table(tmp_path / "nope")
+    with pytest.raises(InputError, match="cannot read concept list"):
+        load_concept_table(tmp_path / "nope.json")

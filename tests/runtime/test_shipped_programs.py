@@ -18,3 +18,24 @@ def test_steer_test_programs_passes() -> None:
     res = CliRunner().invoke(app, ["test", str(ROOT / "programs")])
     assert res.exit_code == 0, res.output
     assert "0 failed" in res.stdout
+
+
+PROGRAMS = sorted((ROOT / "programs").glob("*.stl"))
+
+
+def test_there_are_shipped_programs() -> None:
+    assert len(PROGRAMS) >= 7
+
+
+@pytest.mark.parametrize("path", PROGRAMS, ids=lambda p: p.name)
+def test_shipped_program_is_formatted(path: Path) -> None:
+    # `steer fmt --check programs/*.stl` passes: each file is exactly its canonical formatting.
+    from steerlang.lang import format_program
+
+    text = path.read_text(encoding="utf-8")
+    assert format_program(text, str(path)) == text, f"run: steer fmt --write {path.relative_to(ROOT)}"
+
+
+def test_steer_fmt_check_programs() -> None:
+    res = CliRunner().invoke(app, ["fmt", "--check", *map(str, PROGRAMS)])
+    assert res.exit_code == 0, res.output
