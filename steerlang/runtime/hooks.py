@@ -12,7 +12,10 @@ the `Layout` (what each position is; see masks.py). One hook per edited layer th
    `encode_latents` for ReLU/JumpReLU (the sparse path), or a full encode then a gather (TopK, or
    `dense=True`);
 2. updates the rule stores (max activation per sample in image / prompt / output so far) and
-   evaluates rules per sample, and the where-masks per position, from the pre-edit activations;
+   evaluates rules per sample and position (an `in output` test at a position reads the max over
+   the output positions up to it, so a call that re-runs the whole sequence without a KV cache
+   gates each position as the cached step that first computed it did), and the where-masks per
+   position, from the pre-edit activations;
 3. applies the edits in program order to a copy of the latents, and writes back
    `h' = h + decode_delta(z' - z, idx)` only where the delta is non-zero (an empty edit leaves `h`
    untouched, bit for bit); `add` adds a direction; `off`/`replace` on image positions overwrite
@@ -167,17 +170,29 @@ class _Layer:
             mask = self.pos.of(*kinds).to(a.device)
             if not bool(mask.any()):
                 continue
-            m = _masked_max(a, mask)
             key = (id(cc), self.layer, name)
+            if name != "output":
+                self.st.stores[key] = _masked_max(a, mask)
+                continue
+            # Per position: the max over the output positions up to it, after those of earlier calls
+            # (none when this call starts at 0: a cache-less step re-runs every position).
+            run = a.masked_fill(~mask, float("-inf")).cummax(dim=1).values  # [B, T]
             old = self.st.stores.get(key)
-            self.st.stores[key] = torch.maximum(old, m) if name == "output" and old is not None else m
+            if old is not None and self.pos.start > 0:
+                run = torch.maximum(run, old[:, None])
+            self.st.out_run[(id(cc), self.layer)] = run
+            self.st.stores[key] = run[:, -1]
 
     def holds(self, cond: Cond) -> Tensor:
-        """[B] bool: the rule's condition per sample."""
+        """[B, T] bool: the rule's condition per sample and position of this call."""
         if isinstance(cond, CCompare):
             lr = cond.concept.read_layer(self.layer)
-            v = self.st.stores.get((id(cond.concept), lr, cond.modality))
-            v = torch.zeros(self.pos.shape[0]) if v is None else torch.where(torch.isinf(v), 0.0, v)
+            v = self.st.out_run.get((id(cond.concept), lr)) if cond.modality == "output" else None
+            if v is None:
+                s = self.st.stores.get((id(cond.concept), lr, cond.modality))
+                v = (torch.zeros(self.pos.shape[0]) if s is None else s)[:, None].expand(self.pos.shape)
+            v = v.to(self.h.device)
+            v = torch.where(torch.isinf(v), 0.0, v)
             return v > cond.threshold if cond.op == ">" else v < cond.threshold
         if isinstance(cond, CAnd):
             out = self.holds(cond.items[0])
@@ -432,6 +447,7 @@ class Steerer:
         self.pos: Positions | None = None
         self.fwd_cache: dict[tuple[int, int], Tensor] = {}
         self.stores: dict[tuple[int, int, str], Tensor] = {}
+        self.out_run: dict[tuple[int, int], Tensor] = {}  # this call's per-position `in output` maxima
         self._buffers: dict[tuple[str, int], Tensor] = {}
         self.col_cache: dict[tuple[int, str, tuple[int, ...]], Tensor] = {}
         self.w_cache: dict[tuple, Tensor] = {}
@@ -500,7 +516,7 @@ class Steerer:
         else:
             self.layout.steps += 1
         self.pos = self.layout.positions(past, ids.shape[1])
-        self.fwd_cache = {}
+        self.fwd_cache, self.out_run = {}, {}
         if self.on_forward is not None:
             self.on_forward(self.layout.steps)
 
@@ -551,7 +567,7 @@ class Steerer:
             where = a > e.where.threshold if e.where.op == ">" else a < e.where.threshold
         pm = scope_mask(e.scope, work.pos, where).to(work.h.device)
         if e.condition is not None:
-            pm = pm & work.holds(e.condition).to(pm.device)[:, None]
+            pm = pm & work.holds(e.condition).to(pm.device)
         if e.active_of is not None:
             pm = pm & (work.read(e.active_of) > e.active_of.threshold(work.layer))
         return pm

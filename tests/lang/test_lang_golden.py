@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from lang_support import FMT_INPUTS, INVALID, VALID, assert_golden, compile_error, compile_golden, golden_name
 
-from steerlang.lang import format_program, ir
+from steerlang.lang import LangError, format_program, ir
 
 
 @pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
@@ -46,7 +46,9 @@ def test_formatter_is_idempotent_on_every_fixture(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     try:
         once = format_program(text, golden_name(path))
-    except Exception:  # syntax-error fixtures cannot be formatted
-        assert "syntax" in path.stem
+    except LangError as exc:  # syntax-error fixtures cannot be formatted; any other exception is a bug
+        assert "syntax" in path.stem, f"{golden_name(path)} is not a syntax fixture but cannot be formatted:\n{exc.render()}"
+        # The formatter reports the same syntax error the compiler does.
+        assert exc.render() + "\n" == path.with_suffix(".err").read_text(encoding="utf-8")
         return
     assert format_program(once) == once

@@ -134,3 +134,20 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         render(scene).save(p)
         paths.append(p)
     return paths
+
+
+@pytest.fixture(scope="session")
+def exact_concepts(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """The identity-like concept set of runtime_support.build_exact_concept_set."""
+    from runtime_support import build_exact_concept_set
+
+    root = tmp_path_factory.mktemp("exact") / "exactdict"
+    build_exact_concept_set(root)
+    return load_concept_set(root)
+
+
+@pytest.fixture(scope="session")
+def exact_session(bundle: ModelBundle, exact_concepts):  # noqa: ANN201
+    from steerlang.runtime.session import Session
+
+    return Session(bundle, exact_concepts)
