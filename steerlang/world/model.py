@@ -2,7 +2,8 @@
 
 The toy model is a real `LlavaForConditionalGeneration` (tiny CLIP vision tower + tiny Llama) with
 a real tokenizer and `LlavaProcessor`, saved with `save_pretrained` and loaded with
-`from_pretrained`: the code path a user's real LLaVA takes.
+`from_pretrained`: the code path a user's real LLaVA takes. `load_model` loads it, or any model of
+a supported family, through `steerlang.models` (see docs/models.md).
 """
 
 from __future__ import annotations
@@ -35,26 +36,57 @@ class ModelBundle:
     # Where the image goes relative to the prompt. The toy model reads the question before the
     # image (patches can then attend to the asked kind); LLaVA checkpoints put the image first.
     template: str = "{image} {prompt}"
+    # Wrap each (image, prompt) in the processor's chat template (a user turn, then the generation
+    # prompt), in the template's order; set by load_model for folders whose processor has one.
+    chat: bool = False
 
     @property
     def tokenizer(self):  # noqa: ANN201 - a transformers tokenizer
-        return self.processor.tokenizer  # type: ignore[attr-defined]
+        return getattr(self.processor, "tokenizer", self.processor)
 
     @property
     def image_token_id(self) -> int:
-        return int(self.model.config.image_token_id)
+        from steerlang.runtime.adapters import config_image_token_id
+
+        tid = config_image_token_id(self.model.config)
+        if tid is None:
+            raise ModelLoadError(f"{type(self.model).__name__}'s config names no image token")
+        return tid
 
     @property
     def patch_grid(self) -> tuple[int, int]:
-        vc = self.model.config.vision_config
-        g = vc.image_size // vc.patch_size
-        return g, g
+        """(rows, cols) of every image's patch grid; InputError for a family where it varies."""
+        from steerlang.runtime.adapters import adapter_for
+
+        try:
+            adapter = adapter_for(self.model)
+        except ModelLoadError:  # no adapter: the LLaVA reading of the vision config
+            vc = self.model.config.vision_config
+            g = vc.image_size // vc.patch_size
+            return g, g
+        return adapter.fixed_grid()
 
     def encode(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Processor inputs for a batch of (image, prompt): `<image>` then the prompt, left-padded."""
+        from steerlang.models.families import family_of
+
         image = self.processor.image_token  # type: ignore[attr-defined]
-        texts = [self.template.format(image=image, prompt=p) for p in prompts]
-        return dict(self.processor(images=list(images), text=texts, return_tensors="pt", padding=True))  # type: ignore[operator]
+        if self.chat:
+            texts = [self._chat_text(p) for p in prompts]
+        else:
+            texts = [self.template.format(image=image, prompt=p) for p in prompts]
+        fam = family_of(type(self.model).__name__)
+        pics: list = [[im] for im in images] if fam is not None and fam.nest_images else list(images)
+        out = dict(self.processor(images=pics, text=texts, return_tensors="pt", padding=True))  # type: ignore[operator]
+        out.pop("labels", None)  # PaliGemma's processor adds training labels
+        return out
+
+    def _chat_text(self, prompt: str) -> str:
+        parts = [{"type": "image"}, {"type": "text", "text": prompt}]
+        if self.template.find("{prompt}") < self.template.find("{image}"):
+            parts.reverse()
+        messages = [{"role": "user", "content": parts}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)  # type: ignore[attr-defined]
 
     @torch.no_grad()
     def generate(
@@ -134,43 +166,32 @@ def shipped_model_path() -> Path:
     return data_path("models", TOYWORLD)
 
 
-def load_model(name_or_path: str | os.PathLike = TOYWORLD, *, device: str = "cpu", dtype: torch.dtype | None = None) -> ModelBundle:
+def load_model(name_or_path: str | os.PathLike = TOYWORLD, *, device: str = "cpu", dtype: torch.dtype | str | None = None,
+               device_map: str | dict | None = None, max_memory: int | str | dict | None = None,
+               trust_remote_code: bool = False) -> ModelBundle:
     """Load a model bundle: "toyworld" (shipped), a folder saved with save_pretrained, or a hub id.
 
-    Only safe formats are read (safetensors); remote code is never trusted.
+    The class is the one the folder's config names (any supported family, docs/models.md); its
+    size is checked against the memory available (or `max_memory`) before any weight is read.
+    `dtype` (default float32; "auto" = the checkpoint's) and `device_map` (e.g. "auto") pass
+    through to `from_pretrained`. Only safe formats are read (safetensors); remote code is never
+    run unless `trust_remote_code=True`.
     """
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
-    from transformers.utils import logging as hf_logging
+    from steerlang.models.loader import load_pretrained, load_processor
 
-    hf_logging.disable_progress_bar()  # library code stays quiet; the CLI draws its own progress
     name = str(name_or_path)
-    if name == TOYWORLD:
-        path: Path | None = shipped_model_path()
-        source = str(path)
-    else:
-        p = Path(name).expanduser()
-        looks_like_path = p.exists() or os.sep in name and not _is_hub_id(name) or name.startswith(".")
-        if looks_like_path and not p.is_dir():
-            raise ModelLoadError(f"model folder {name!r} does not exist; pass \"toyworld\", a folder saved with save_pretrained, or a hub id")
-        path = p if p.is_dir() else None
-        source = str(p) if p.is_dir() else name
-    if path is not None and not (path / "config.json").exists():
-        raise ModelLoadError(f"{path}: no config.json here; is this a folder written by save_pretrained?")
-    try:
-        model = LlavaForConditionalGeneration.from_pretrained(source, dtype=dtype or torch.float32, use_safetensors=True)
-        processor = AutoProcessor.from_pretrained(source)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from exc
-    model.to(device).eval()
-    template = "{image} {prompt}"
+    source: str | Path = shipped_model_path() if name == TOYWORLD else name_or_path
+    model, plan = load_pretrained(source, device=device, device_map=device_map, dtype=dtype, max_memory=max_memory,
+                                  trust_remote_code=trust_remote_code)
+    processor = load_processor(plan.source, trust_remote_code=trust_remote_code)
+    path = plan.path
+    template, chat = "{image} {prompt}", False
     if path is not None and (path / TEMPLATE_FILE).exists():
         import json
 
         template = json.loads((path / TEMPLATE_FILE).read_text()).get("template", template)
+    elif getattr(processor, "chat_template", None):
+        chat = True
     return ModelBundle(name=name if name == TOYWORLD else Path(name).name or name, model=model, processor=processor,
-                       path=path, template=template)
+                       path=path, template=template, chat=chat)
 
-
-def _is_hub_id(name: str) -> bool:
-    parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
