@@ -72,14 +72,17 @@ DEFAULT_DICTIONARY = "toyworld"
 
 
 def load_session(model: str | os.PathLike | ModelBundle = "toyworld", dictionary: str | os.PathLike | ConceptSet = "toyworld",
-                 *, device: str = "cpu", dense: bool = False) -> Session:
+                 *, device: str = "cpu", dense: bool = False, dtype: str | None = None,
+                 device_map: str | None = None) -> Session:
     """Load a model (name, folder or bundle) and a concept set (name, folder or loaded) once.
 
     `dense=True` makes every edit compute the full SAE encode (for benchmarking the sparse path).
+    `dtype` ("float32", "bfloat16", "auto", ...) and `device_map` ("auto", ...) pass through to the
+    model loader (accelerate places or offloads the blocks; hooks follow the modules).
     """
     # The concept set first: it is quick to load and a wrong folder is reported before the model loads.
     concepts = dictionary if isinstance(dictionary, ConceptSet) else load_concept_set(dictionary)
-    bundle = model if isinstance(model, ModelBundle) else load_model(model, device=device)
+    bundle = model if isinstance(model, ModelBundle) else load_model(model, device=device, dtype=dtype, device_map=device_map)
     return Session(bundle, concepts, dense=dense)
 
 

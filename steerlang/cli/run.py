@@ -32,8 +32,9 @@ FEW_IMAGES = 8
 class _Sessions:
     """Sessions loaded once per (model, dictionary) for a whole command."""
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: str | None = None, device_map: str | None = None) -> None:
         self._cache: dict[tuple[str, str, bool], object] = {}
+        self.dtype, self.device_map = dtype, device_map
         self.tables: dict[str, Any] = {}  # concept sets loaded by `check_program`, by name
 
     def get(self, model: str, dictionary: str, dense: bool = False):  # noqa: ANN201 - api.Session
@@ -43,7 +44,8 @@ class _Sessions:
         key = (model, dictionary, dense)
         if key not in self._cache:
             loaded = self.tables.get(dictionary)
-            self._cache[key] = load_session(model, loaded if isinstance(loaded, ConceptSet) else dictionary, dense=dense)
+            self._cache[key] = load_session(model, loaded if isinstance(loaded, ConceptSet) else dictionary, dense=dense,
+                                            dtype=self.dtype, device_map=self.device_map)
         return self._cache[key]
 
 
@@ -139,6 +141,8 @@ def run_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for --sample."),
     dense: bool = typer.Option(False, "--dense", help="Compute full SAE encodes (benchmarking)."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress", help=f"Show progress on stderr (default: when stderr is a terminal, or on more than {FEW_IMAGES} images)."),
+    dtype: str | None = typer.Option(None, "--dtype", help="Model weights' dtype: float32 (default), bfloat16, float16, or auto (the checkpoint's)."),
+    device_map: str | None = typer.Option(None, "--device-map", help="Let accelerate place the model's blocks (e.g. auto: across GPUs, CPU and disk)."),
 ) -> None:
     """Run a program: what it does, the steered output per image (with --compare the baseline), its
     expectations, and a summary `N passed, M failed`. Exit 1 if any expectation fails."""
@@ -152,7 +156,7 @@ def run_cmd(
         write_trace,
     )
 
-    sessions = _Sessions()
+    sessions = _Sessions(dtype, device_map)
     try:
         # Exactly what `steer check` does (names, layers, header against the concept set), before the model loads.
         header = check_program(program, dictionary, tables=sessions.tables)

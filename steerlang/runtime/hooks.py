@@ -492,6 +492,8 @@ class Steerer:
         """Remove every hook (idempotent)."""
         while self._handles:
             self._handles.pop().remove()
+        if hasattr(self.adapter, "_grids"):
+            self.adapter._grids = None  # the last prefill's inputs (vision features included): not kept past the run
 
     def reset(self) -> None:
         """Forget the current generation (layout, rule stores, traces)."""
@@ -511,7 +513,7 @@ class Steerer:
             self.reset()
             cfg = self.adapter.text_config
             self.layout = Layout.from_prefill(ids.cpu(), None if kwargs.get("attention_mask") is None else kwargs["attention_mask"].cpu(),
-                                              self.adapter.image_mask(ids).cpu(), lambda i: self.adapter.patch_grid(kwargs, i),
+                                              self.adapter.image_mask(ids).cpu(), lambda i: self.adapter.patch_grid({**kwargs, "input_ids": ids}, i),
                                               getattr(cfg, "bos_token_id", None))
         else:
             self.layout.steps += 1
