@@ -1,9 +1,17 @@
-"""`steer dict ...`: harvest activations, train, evaluate and build dictionaries (SAEs)."""
+"""`steer dict ...`: harvest activations, train, evaluate and build dictionaries (SAEs).
+
+Progress goes to stderr as rich bars or spinners, results to stdout (readable, or JSON with
+--json). Ctrl-C on a long command prints one line saying what was kept and how to go on, and
+exits with 130 (128 + SIGINT), without a traceback.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -12,24 +20,52 @@ from steerlang.cli import app, err_console, out_console, user_errors
 dict_app = typer.Typer(help="Dictionaries: harvest activations, train and evaluate SAEs.", no_args_is_help=True)
 app.add_typer(dict_app, name="dict")
 
+MODEL_HELP = "\"toyworld\" (the shipped toy model), a model folder, or a hub id."
+
+
+@contextmanager
+def on_interrupt(what: Callable[[], str]) -> Iterator[None]:
+    """Ctrl-C inside: print "interrupted: <what()>" (what was kept, how to resume) and exit 130,
+    without a traceback. Wrap the progress display too, so it is closed before the line."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: {what()}", markup=False)
+        raise typer.Exit(130) from None
+
+
+def _progress(*extra: Any) -> Any:
+    """The rich progress display used by every long command (on stderr)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *extra,
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err_console)
+
 
 @dict_app.command("harvest")
 @user_errors
 def harvest_cmd(
-    out: Path = typer.Option(..., "--out", help="New folder for the activation shards."),
-    model: str = typer.Option("toyworld", "--model"),
-    seed: int = typer.Option(2, "--seed", help="Scene stream."),
-    count: int = typer.Option(3000, "--count", help="Number of scenes."),
+    out: Path = typer.Option(..., "--out", help="New folder for the activation shards (written beside it, moved in when complete)."),
+    model: str = typer.Option("toyworld", "--model", help=MODEL_HELP),
+    seed: int = typer.Option(2, "--seed", help="Scene stream (2 trains dictionaries, 3 evaluates them)."),
+    count: int = typer.Option(3000, "--count", min=1, help="Number of scenes."),
     prompts: str = typer.Option("describe", "--prompts", help="describe (a caption per scene) or questions (a yes/no question per scene)."),
 ) -> None:
     """Capture the LM input and every decoder layer's output, labelled image / prompt / caption."""
-    from rich.progress import Progress
-
     from steerlang.dictionary.api import harvested
 
-    with Progress(console=err_console) as bar:
-        task = bar.add_task("harvesting", total=count)
-        harvested(model, seed=seed, count=count, acts_dir=out, on_batch=lambda n: bar.advance(task, n), prompts=prompts)
+    with on_interrupt(lambda: f"nothing kept ({out} is written only once the harvest is complete); rerun the same command to start again"):
+        with _progress() as bar:
+            task = bar.add_task("harvesting scenes", total=count)
+            harvested(model, seed=seed, count=count, acts_dir=out, on_batch=lambda n: bar.advance(task, n), prompts=prompts)
     err_console.print(f"wrote activations to {out}")
 
 
@@ -37,33 +73,79 @@ def harvest_cmd(
 @user_errors
 def train_cmd(
     out: Path = typer.Option(..., "--out", help="Dictionary folder to write (SAELens format + card.json)."),
-    model: str = typer.Option("toyworld", "--model"),
+    model: str = typer.Option("toyworld", "--model", help=MODEL_HELP),
     layer: int = typer.Option(..., "--layer", help="Residual stream entering block L: 0 = the LM input, n_layers = the last block's output."),
     modality: str = typer.Option("image", "--modality", help="image, text or both (one shared dictionary)."),
     arch: str = typer.Option("topk", "--arch", help="topk or relu."),
-    latents: int = typer.Option(1024, "--latents", min=1),
+    latents: int = typer.Option(1024, "--latents", min=1, help="Dictionary size (number of latents)."),
     k: int = typer.Option(16, "--k", min=1, help="Active latents per token (topk)."),
-    steps: int = typer.Option(3000, "--steps", min=1),
-    batch_size: int = typer.Option(2048, "--batch-size", min=1),
-    lr: float = typer.Option(1e-3, "--lr"),
-    l1_coeff: float = typer.Option(1.0, "--l1-coeff"),
+    steps: int = typer.Option(3000, "--steps", min=1, help="Training steps (one batch each)."),
+    batch_size: int = typer.Option(2048, "--batch-size", min=1, help="Tokens per training step."),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (after a short warm-up)."),
+    l1_coeff: float = typer.Option(1.0, "--l1-coeff", help="Sparsity penalty of relu SAEs (ignored by topk)."),
     dead: str = typer.Option("auxk", "--dead", help="Dead-latent handling: auxk, resample or none."),
     whiten: bool = typer.Option(True, "--whiten/--no-whiten", help="Centre and whiten the input (folded into the weights)."),
-    seed: int = typer.Option(0, "--seed"),
-    count: int = typer.Option(3000, "--count", help="Training scenes to harvest (cached)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initialisation and of the batch order."),
+    count: int = typer.Option(3000, "--count", min=1, help="Training scenes to harvest (cached)."),
     acts: Path | None = typer.Option(None, "--acts", help="Use or write activations in this folder."),
     work_dir: Path | None = typer.Option(None, "--work-dir", help="Checkpoints go here (with --checkpoint-every)."),
-    checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0),
+    checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0, help="Save a checkpoint every N steps in --work-dir (0: none)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --work-dir."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
 ) -> None:
     """Train one SAE on a layer's activations at image, text or all positions."""
-    from steerlang.dictionary.api import train_dictionary
+    from steerlang.dictionary.api import check_train_args, train_dictionary
 
-    res = train_dictionary(model=model, layer=layer, modality=modality, out=out, arch=arch, latents=latents, k=k,
-                           steps=steps, batch_size=batch_size, lr=lr, dead_method=dead, whiten=whiten, seed=seed,
-                           l1_coeff=l1_coeff, count=count, acts_dir=acts, work_dir=work_dir,
-                           checkpoint_every=checkpoint_every, resume=resume)
-    out_console.print(json.dumps(res), markup=False)
+    check_train_args(model, layer, modality)  # before any progress display
+    with on_interrupt(lambda: _train_interrupted(out, work_dir)):
+        with _progress(_field_column("stats")) as bar:
+            harvest_task: list[Any] = []
+
+            def on_harvest(n: int) -> None:
+                if not harvest_task:
+                    harvest_task.append(bar.add_task("harvesting scenes", total=count, stats=""))
+                bar.advance(harvest_task[0], n)
+
+            task = bar.add_task(f"training layer{layer}-{modality}", total=steps, stats="")
+
+            def on_step(done: int, last: dict | None) -> None:
+                stats = f"FVU {last['fvu']:.4f}  L0 {last['l0']:.1f}  dead {last['dead']:.3f}" if last else ""
+                bar.update(task, completed=done, stats=stats)
+
+            res = train_dictionary(model=model, layer=layer, modality=modality, out=out, arch=arch, latents=latents, k=k,
+                                   steps=steps, batch_size=batch_size, lr=lr, dead_method=dead, whiten=whiten, seed=seed,
+                                   l1_coeff=l1_coeff, count=count, acts_dir=acts, work_dir=work_dir,
+                                   checkpoint_every=checkpoint_every, resume=resume, progress=False,
+                                   on_step=on_step, on_harvest=on_harvest)
+    if as_json:
+        out_console.print(json.dumps(res), markup=False)
+        return
+    c, last = res["card"], res["last"] or {}
+    k_text = f", k {res['k']}" if res["k"] else ""
+    out_console.print(f"wrote {res['out']}: layer {res['layer']} {res['modality']} SAE, {res['latents']} latents{k_text}", markup=False)
+    out_console.print(f"  trained {res['steps']} steps in {res['seconds']:.1f}s ({res['tokens_per_s']:,} tokens/s)"
+                      + (f"; last batch FVU {last['fvu']:.4f}" if "fvu" in last else ""), markup=False)
+    out_console.print(f"  on {c['n_tokens']:,} training tokens: L0 {c['l0']:.1f}, dead {100 * c['dead_fraction']:.1f}%, "
+                      f"dense {100 * c['dense_fraction']:.1f}%", markup=False)
+
+
+def _field_column(field: str) -> Any:
+    """A rich column showing a task's `field` (e.g. the latest training statistics)."""
+    from rich.progress import TextColumn
+
+    return TextColumn(f"{{task.fields[{field}]}}")
+
+
+def _train_interrupted(out: Path, work_dir: Path | None) -> str:
+    """What an interrupted `dict train` kept, and how to go on."""
+    from steerlang.dictionary.train import latest_checkpoint
+
+    ck = latest_checkpoint(work_dir / "checkpoints") if work_dir else None
+    if ck is not None:
+        return (f"{out} not written; kept the checkpoint of step {int(ck.name.split('_')[1])} in {ck.parent}; "
+                "rerun the same command with --resume to continue from it")
+    return (f"{out} not written, nothing kept (--work-dir DIR --checkpoint-every N make training resumable); "
+            "rerun the same command to start again")
 
 
 @dict_app.command("eval")
@@ -73,12 +155,15 @@ def eval_cmd(
     model: str | None = typer.Option(None, "--model", help="Default: the model named in the card."),
     count: int = typer.Option(500, "--count", min=1, help="Held-out scenes for reconstruction metrics."),
     splice_count: int = typer.Option(300, "--splice-count", min=1, help="Held-out scenes for the spliced loss."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
 ) -> None:
     """MSE, FVU, L0, dead/dense fractions and spliced ΔCE on held-out scenes."""
     from steerlang.dictionary.api import evaluate_dictionary
 
-    res = evaluate_dictionary(path, model=model, count=count, splice_count=splice_count)
+    with on_interrupt(lambda: "nothing written; rerun the same command to start again"):
+        with err_console.status(f"evaluating {path}") as status:
+            res = evaluate_dictionary(path, model=model, count=count, splice_count=splice_count,
+                                      on_phase=lambda what: status.update(f"evaluating {path}: {what}"))
     if as_json:
         out_console.print(json.dumps(res), markup=False)
         return
@@ -92,25 +177,90 @@ def eval_cmd(
 @dict_app.command("build")
 @user_errors
 def build_cmd(
-    out: Path = typer.Option(Path("dictionaries/toyworld"), "--out", help="Concept set folder to (re)build."),
-    model: str = typer.Option("toyworld", "--model"),
-    count: int = typer.Option(3000, "--count", help="Training scenes (stream 2)."),
-    skip_saes: bool = typer.Option(False, "--skip-saes", help="Keep the trained SAEs; redo concepts only."),
+    out: Path = typer.Option(..., "--out", help="Concept set folder to build. It is built in .NAME.build beside it and swapped "
+                             "in whole at the end; an interrupted build resumes when rerun. An existing set is replaced only with --force."),
+    model: str = typer.Option("toyworld", "--model", help=MODEL_HELP),
+    count: int = typer.Option(3000, "--count", min=1, help="Training scenes (stream 2)."),
+    skip_saes: bool = typer.Option(False, "--skip-saes", help="Keep the trained SAEs of --out; redo concepts only."),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate every SAE on held-out scenes (eval.json)."),
+    force: bool = typer.Option(False, "--force", help="Replace the concept set already at --out (the shipped one included)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
 ) -> None:
     """Train every layer's image and text dictionary, then align, name and group them into concepts."""
-    from steerlang.dictionary.api import TOYWORLD_SETTINGS, build_concepts, build_dictionary_set, evaluate_set
+    from steerlang.dictionary.api import build_concept_set, check_build_target
 
-    def log(msg: str) -> None:
-        err_console.print(msg, markup=False)
+    check_build_target(out, force=force, skip_saes=skip_saes)  # before any progress display
+    with on_interrupt(lambda: _build_interrupted(out)), _RichBuildEvents() as events:
+        summary = build_concept_set(out, model=model, count=count, skip_saes=skip_saes, evaluate=evaluate, force=force,
+                                    events=events)
+    if as_json:
+        out_console.print(json.dumps(summary), markup=False)
+        return
+    for line in _build_summary(summary):
+        out_console.print(line, markup=False)
 
-    if not skip_saes:
-        settings = {key: {**s, "count": count} for key, s in TOYWORLD_SETTINGS.items()}
-        build_dictionary_set(out, model=model, settings=settings, log=log)
-        if evaluate:
-            evaluate_set(out, model=model, log=log)
-    report = build_concepts(out, model=model, count=count, log=log)
-    out_console.print(json.dumps({k: v for k, v in report.items() if k != "layers"}), markup=False)
+
+def _build_interrupted(out: Path) -> str:
+    """What an interrupted `dict build` kept, and how to go on."""
+    from steerlang.dictionary.api import build_status
+
+    st = build_status(out)
+    if st is None:
+        return f"{out} is untouched; nothing kept; rerun the same command to start again"
+    if st["mode"] == "concepts":
+        return f"{out} is untouched; rerun the same command to rebuild the concepts"
+    return (f"kept {st['finished']} of {st['total']} trained SAEs in {st['dir']}; {out} is untouched; "
+            "rerun the same command to resume")
+
+
+def _build_summary(s: dict[str, Any]) -> list[str]:
+    """Readable lines for the summary `build_concept_set` returns."""
+    from steerlang.dictionary.api import _duration
+
+    if s["skip_saes"]:
+        lines = [f"rebuilt the concepts of {s['out']} in {_duration(s['seconds'])}, on its {s['saes']} SAEs"]
+    else:
+        reused = f", {len(s['reused'])} reused from the unfinished build" if s["reused"] else ""
+        lines = [f"built {s['out']} in {_duration(s['seconds'])}: {s['saes']} SAEs ({len(s['trained'])} trained{reused}) "
+                 f"on {s['train_scenes']['count']} scenes of stream {s['train_scenes']['seed']}"]
+    n = s["n_concepts"]
+    lines.append(f"  concepts: {n['joint']} joint, {n['image']} image-only, {n['text']} text-only "
+                 f"(details in {Path(s['out']) / 'concepts_report.json'})")
+    if s["eval"]:
+        fvu = [r["fvu"] for r in s["eval"]]
+        dce = [r["delta_ce"] for r in s["eval"]]
+        lines.append(f"  held-out: FVU {min(fvu):.4f} to {max(fvu):.4f}, spliced ΔCE {min(dce):+.4f} to {max(dce):+.4f} nats "
+                     f"over {len(fvu)} SAEs ({Path(s['out']) / 'eval.json'})")
+    return lines
+
+
+class _RichBuildEvents:
+    """The build's events (`steerlang.dictionary.api.BuildEvents`) drawn with rich on stderr: one
+    bar per stage (harvesting, training over the steps of all SAEs, evaluating, concepts), log
+    lines printed above them."""
+
+    def __enter__(self) -> _RichBuildEvents:
+        self.progress = _progress(_field_column("note"))
+        self.progress.start()
+        self.task: Any = None
+        return self
+
+    def __exit__(self, exc_type: object, *_exc: object) -> None:
+        if exc_type is None and self.task is not None and self.progress.tasks[-1].total is None:
+            self.progress.update(self.task, total=1, completed=1)  # the last (spinner) stage is done
+        self.progress.stop()
+
+    def log(self, msg: str) -> None:
+        self.progress.console.print(msg, markup=False, highlight=False)
+
+    def phase(self, name: str, total: float | None = None, done: float = 0) -> None:
+        if self.task is not None and self.progress.tasks[-1].total is None:  # a spinner stage: done
+            self.progress.update(self.task, total=1, completed=1)
+        self.task = self.progress.add_task(name, total=total, completed=done, note="")
+
+    def advance(self, n: float = 1, note: str | None = None) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, advance=n, **({"note": note} if note else {}))
 
 
 @dict_app.command("card")
@@ -119,7 +269,7 @@ def card_cmd(
     dictionary: str = typer.Argument("toyworld", help="Concept set folder (or \"toyworld\")."),
     html_out: Path = typer.Option(..., "--html", help="HTML file to write."),
     pictures: bool = typer.Option(True, "--pictures/--no-pictures", help="Embed top-patch heatmaps of joint concepts."),
-    model: str | None = typer.Option(None, "--model"),
+    model: str | None = typer.Option(None, "--model", help="Model to draw the heatmaps with (default: the one the concept set names)."),
 ) -> None:
     """Write a static HTML page of every concept (with heatmaps of the named joint concepts)."""
     from steerlang.atomic import write_text
@@ -131,9 +281,16 @@ def card_cmd(
     if pictures:
         from steerlang.world.model import load_model
 
-        bundle = load_model(model or cs.model)
-        named = [c for c in cs.concepts if c.space == "joint" and "@" not in c.name and any(g.modality == "image" for g in c.groups)]
-        pics = {c.key: top_patch_grid(bundle, cs, c, count=120, top=6) for c in named}
+        with on_interrupt(lambda: f"{html_out} not written; rerun the same command to start again"):
+            with err_console.status(f"loading {model or cs.model}"):
+                bundle = load_model(model or cs.model)
+            named = [c for c in cs.concepts if c.space == "joint" and "@" not in c.name and any(g.modality == "image" for g in c.groups)]
+            with _progress(_field_column("note")) as bar:
+                task = bar.add_task("heatmaps", total=len(named), note="")
+                for c in named:
+                    bar.update(task, note=c.name)
+                    pics[c.key] = top_patch_grid(bundle, cs, c, count=120, top=6)
+                    bar.advance(task)
     write_text(html_out, render_html(cs, pics))
     err_console.print(f"wrote {html_out}")
 
@@ -143,11 +300,11 @@ def card_cmd(
 def align_eval_cmd(
     dict_dir: Path = typer.Option(Path("dictionaries/toyworld"), "--dict", help="Concept set with saes.json."),
     layer: list[int] = typer.Option([0], "--layer", help="Layers to compare (repeatable)."),
-    model: str = typer.Option("toyworld", "--model"),
+    model: str = typer.Option("toyworld", "--model", help=MODEL_HELP),
     steps: int = typer.Option(400, "--steps", help="Training steps of the shared and VL-SAE models."),
     pool: str = typer.Option("max", "--pool", help="Scene pooling of codes: max or mean."),
     cache: Path = typer.Option(None, "--cache", help="Where trained joint models are kept (default: $STEERLANG_CACHE/joint)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout (no progress bars)."),
 ) -> None:
     """Compare aligned-separate, shared (SAE-V style) and VL-SAE style joint dictionaries on held-out scenes."""
     from steerlang.dictionary.api import EVAL_SCENE_SEED, TRAIN_SCENE_SEED, cache_root, harvested

@@ -41,7 +41,7 @@ def caption_cmd(
     prompt: str | None = typer.Option(None, "--prompt", help="Prompt (default: the toy world's describe prompt)."),
     model: str = typer.Option("toyworld", "--model", help="\"toyworld\", a model folder, or a hub id."),
     jsonl: bool = typer.Option(False, "--jsonl", help="One JSON line {image, output} per image."),
-    max_new_tokens: int = typer.Option(16, "--max-new-tokens", min=1),
+    max_new_tokens: int = typer.Option(16, "--max-new-tokens", min=1, help="Longest answer to generate, in tokens."),
 ) -> None:
     """Answer the prompt for each image with the model (greedy, batched)."""
     from steerlang.world.api import caption_images
@@ -56,14 +56,43 @@ def caption_cmd(
 @world_app.command("train")
 @user_errors
 def train_cmd(
-    out: Path = typer.Option(..., "--out", help="Folder to write the trained model into."),
-    steps: int = typer.Option(880, "--steps", min=1),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
-    seed: int = typer.Option(0, "--seed"),
-    threads: int = typer.Option(2, "--threads", min=1),
+    out: Path = typer.Option(..., "--out", help="Folder to write the trained model into (swapped in whole when done)."),
+    steps: int = typer.Option(880, "--steps", min=1, help="Training steps (one batch of fresh scenes each)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Scenes per training step."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initialisation and of the prompt choices (scenes come from stream 1)."),
+    threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for torch."),
     eval_count: int = typer.Option(500, "--eval-count", min=0, help="Held-out scenes to evaluate on (0: skip)."),
+    force: bool = typer.Option(False, "--force", help="Replace the shipped toy model when --out names it."),
 ) -> None:
     """Train the toy model from scratch (seeded) and save it with save_pretrained."""
+    from steerlang.cli.dictionary import on_interrupt
+    from steerlang.world.api import train_and_save
+    from steerlang.world.io import check_model_out
+
+    check_model_out(out, force=force)
+    done = [0]
+
+    def run(on_step):  # noqa: ANN001, ANN202
+        def step(s: int, loss: float) -> None:
+            done[0] = s + 1
+            on_step(s, loss)
+
+        return train_and_save(out, steps=steps, batch_size=batch_size, seed=seed, threads=threads,
+                              eval_count=eval_count, on_step=step)
+
+    def interrupted() -> str:
+        where = "after training, while evaluating" if done[0] == steps else f"at step {done[0]} of {steps}"
+        return (f"stopped {where}; nothing written to {out} (the model is saved only at the end, and toy "
+                "training keeps no checkpoints); rerun the same command to start again")
+
+    with on_interrupt(interrupted):
+        report = _train_with_progress(run, steps)
+    out_console.print(json.dumps(report, indent=2), markup=False)
+
+
+def _train_with_progress(run, steps: int) -> dict:  # noqa: ANN001 - run(on_step) trains and returns the report
+    """A live bar on a terminal, a line every 50 steps in a log file. The loss column shows "-"
+    until the first step has finished (it used to start at "loss nan": the bar's initial value)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -73,35 +102,27 @@ def train_cmd(
         TimeRemainingColumn,
     )
 
-    from steerlang.world.api import train_and_save
-
-    def run(on_step):  # noqa: ANN001, ANN202
-        return train_and_save(out, steps=steps, batch_size=batch_size, seed=seed, threads=threads,
-                              eval_count=eval_count, on_step=on_step)
-
     if err_console.is_terminal:
-        with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+        with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
                       TimeElapsedColumn(), TimeRemainingColumn(), console=err_console) as bar:
-            task = bar.add_task("train", total=steps, loss=float("nan"))
-            report = run(lambda s, loss: bar.update(task, completed=s + 1, loss=loss))
-    else:  # a log file: a line every 50 steps instead of a live bar
-        t0 = time.perf_counter()
+            task = bar.add_task("train", total=steps, loss="-")
+            return run(lambda s, loss: bar.update(task, completed=s + 1, loss=f"{loss:.4f}"))
+    t0 = time.perf_counter()
 
-        def log(s: int, loss: float) -> None:
-            if (s + 1) % 50 == 0 or s + 1 == steps:
-                err_console.print(f"step {s + 1}/{steps}  loss {loss:.4f}  {time.perf_counter() - t0:.0f}s", markup=False)
+    def log(s: int, loss: float) -> None:
+        if s == 0 or (s + 1) % 50 == 0 or s + 1 == steps:
+            err_console.print(f"step {s + 1}/{steps}  loss {loss:.4f}  {time.perf_counter() - t0:.0f}s", markup=False)
 
-        report = run(log)
-    out_console.print(json.dumps(report, indent=2), markup=False)
+    return run(log)
 
 
 @world_app.command("eval")
 @user_errors
 def eval_cmd(
-    model: str = typer.Option("toyworld", "--model"),
+    model: str = typer.Option("toyworld", "--model", help="\"toyworld\", a model folder, or a hub id."),
     seed: int = typer.Option(99, "--seed", help="Held-out scene stream (training uses stream 1)."),
-    count: int = typer.Option(500, "--count", min=1),
-    as_json: bool = typer.Option(False, "--json"),
+    count: int = typer.Option(500, "--count", min=1, help="Held-out scenes (each also asked two yes/no questions)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
 ) -> None:
     """Caption exact-match and yes/no accuracy on held-out scenes."""
     from steerlang.world.api import evaluate_model

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import inspect
 import json
 import os
+import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from steerlang.atomic import write_text
+from steerlang.atomic import remove_stale_temps, replace_dir, temp_dir_beside, write_text
 from steerlang.dictionary.harvest import check_layers, harvest
 from steerlang.dictionary.source import MANIFEST, ActivationSource, read_manifest
-from steerlang.errors import InputError, ModelLoadError
+from steerlang.errors import InputError, ModelLoadError, SteerError
 
 TRAIN_SCENE_SEED = 2  # scenes for dictionary training (the toy model trained on stream 1)
 EVAL_SCENE_SEED = 3  # held-out scenes for dictionary evaluation
@@ -46,21 +49,44 @@ def harvested(
     prompts: str = "describe",
 ) -> Path:
     """A shard folder of all layers for `count` scenes of stream `seed` under `prompts` (describe or
-    questions, see `harvest_examples`); harvested once, then reused."""
+    questions, see `harvest_examples`); harvested once, then reused.
+
+    The shards are written in a hidden sibling (``.<name>.partial-<pid>-...``) that is renamed into
+    place once complete, so an interrupted harvest never leaves a half folder at the path (and two
+    processes filling the same cache entry do not write into one folder)."""
     from steerlang.world.model import load_model
 
-    suffix = "" if prompts == "describe" else f"-{prompts}"
-    root = Path(acts_dir) if acts_dir else cache_root() / "acts" / f"{_model_key(model)}-s{seed}-n{count}{suffix}"
+    root = Path(acts_dir) if acts_dir else _acts_root(model, seed, count, prompts)
     if (root / MANIFEST).exists():
         return root
+    if root.exists() and not root.is_dir():
+        raise InputError(f"--out: {root} is a file; give a new folder for the activations")
     if root.exists() and any(root.iterdir()):
-        # An interrupted harvest (no manifest): start it again.
-        import shutil
-
-        shutil.rmtree(root)
+        if acts_dir is not None and not _only_shards(root):
+            raise InputError(f"--out: {root} is not empty and holds no finished harvest; give a new folder for the activations")
+        shutil.rmtree(root)  # an interrupted harvest of an older steerlang (shards, no manifest)
+    remove_stale_temps(root, "partial")
     bundle = load_model(model)
-    harvest(bundle, root, seed=seed, count=count, on_batch=on_batch, prompts=prompts)
+    partial = temp_dir_beside(root, "partial")
+    try:
+        harvest(bundle, partial, seed=seed, count=count, on_batch=on_batch, prompts=prompts)
+        if not (root / MANIFEST).exists():  # else another process finished the same harvest first
+            replace_dir(partial, root)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
     return root
+
+
+def _acts_root(model: str, seed: int, count: int, prompts: str = "describe") -> Path:
+    """The cache folder of a harvest (see `harvested`)."""
+    suffix = "" if prompts == "describe" else f"-{prompts}"
+    return cache_root() / "acts" / f"{_model_key(model)}-s{seed}-n{count}{suffix}"
+
+
+def _only_shards(root: Path) -> bool:
+    """Does `root` hold nothing but activation shards (an unfinished harvest)?"""
+    return all(p.is_file() and p.name.lstrip(".").startswith("shard_") for p in root.iterdir())
 
 
 def source_for(acts: Path, layer: int, modality: str) -> ActivationSource:
@@ -95,17 +121,18 @@ def train_dictionary(
     checkpoint_every: int = 0,
     resume: bool = False,
     progress: bool = True,
+    on_step: Callable[[int, dict[str, float] | None], None] | None = None,
+    on_harvest: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Train one dictionary on harvested activations and save it (SAELens folder + card) at `out`."""
+    """Train one dictionary on harvested activations and save it (SAELens folder + card) at `out`.
+
+    ``on_harvest(n)`` is called per batch of harvested scenes (only when they are not cached yet),
+    ``on_step(done, last_logged)`` per training step; see `train_sae`."""
     from steerlang.dictionary.io import compute_card_stats, save_dictionary
     from steerlang.dictionary.train import TrainConfig, train_sae
 
-    if modality not in ("image", "text", "both"):
-        raise InputError(f"--modality: must be image, text or both, got {modality!r}")
-    n = n_blocks(model)
-    if not 0 <= layer <= n:  # before any harvesting
-        raise InputError(f"--layer: {layer} is out of range; this model has layers 0 (LM input) to {n} (last block's output)")
-    acts = harvested(model, seed=TRAIN_SCENE_SEED, count=count, acts_dir=acts_dir)
+    check_train_args(model, layer, modality)  # before any harvesting
+    acts = harvested(model, seed=TRAIN_SCENE_SEED, count=count, acts_dir=acts_dir, on_batch=on_harvest)
     src = source_for(acts, layer, modality)
     hook = f"model.language_model.layers.{layer}.input" if layer < n_blocks(model) else f"model.language_model.layers.{layer - 1}.output"
     cfg = TrainConfig(
@@ -116,7 +143,7 @@ def train_dictionary(
         model_name=model, hook_name=hook, layer=layer, modality=modality,
     )
     t0 = time.perf_counter()
-    result = train_sae(src, cfg, resume=resume, progress=progress)
+    result = train_sae(src, cfg, resume=resume, progress=progress, on_step=on_step)
     seconds = time.perf_counter() - t0
     card = {
         "model": model, "layer": layer, "modality": modality,
@@ -126,13 +153,31 @@ def train_dictionary(
                      "scenes": {"seed": TRAIN_SCENE_SEED, "count": count}, "last": result.history[-1] if result.history else None},
     }
     save_dictionary(result.sae, out, card)
-    return {"out": str(out), "seconds": round(seconds, 1), "tokens_per_s": card["training"]["tokens_per_s"],
-            "last": card["training"]["last"]}
+    stats = card["stats"]
+    return {"out": str(out), "layer": layer, "modality": modality, "latents": latents, "k": k if arch == "topk" else None,
+            "steps": steps, "seconds": round(seconds, 1), "tokens_per_s": card["training"]["tokens_per_s"],
+            "last": card["training"]["last"],
+            "card": {key: stats[key] for key in ("n_tokens", "l0", "dead_fraction", "dense_fraction")}}
+
+
+_TRAIN_DEFAULTS = {k: p.default for k, p in inspect.signature(train_dictionary).parameters.items()}
+
+
+def check_train_args(model: str, layer: int, modality: str) -> None:
+    """The checks `train_dictionary` makes before any harvesting (the CLI makes them before it
+    draws progress bars)."""
+    if modality not in ("image", "text", "both"):
+        raise InputError(f"--modality: must be image, text or both, got {modality!r}")
+    n = n_blocks(model)
+    if not 0 <= layer <= n:
+        raise InputError(f"--layer: {layer} is out of range; this model has layers 0 (LM input) to {n} (last block's output)")
 
 
 def evaluate_dictionary(path: str | os.PathLike, *, model: str | None = None, count: int = 500,
-                        splice_count: int = 300, max_rows: int | None = None) -> dict[str, Any]:
-    """Reconstruction metrics on held-out scenes and the spliced next-token loss."""
+                        splice_count: int = 300, max_rows: int | None = None,
+                        on_phase: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Reconstruction metrics on held-out scenes and the spliced next-token loss; ``on_phase(what)``
+    names each stage as it starts (the CLI shows it in a spinner)."""
     from steerlang.dictionary.io import load_card, load_dictionary
     from steerlang.dictionary.metrics import reconstruction_metrics
     from steerlang.dictionary.splice import spliced_loss
@@ -142,6 +187,7 @@ def evaluate_dictionary(path: str | os.PathLike, *, model: str | None = None, co
     model = model or card.get("model")
     if model is None:
         raise InputError(f"{path}: the card names no model; pass --model")
+    on_phase(f"loading {model}")
     bundle = load_model(model)
     sae = load_dictionary(path, expected_d_in=int(bundle.model.config.text_config.hidden_size))
     layer = sae.cfg.layer if sae.cfg.layer is not None else card.get("layer")
@@ -149,9 +195,12 @@ def evaluate_dictionary(path: str | os.PathLike, *, model: str | None = None, co
     if layer is None:
         raise InputError(f"{path}: the dictionary does not say which layer it reads; it is not a steerlang dictionary")
     check_layers(bundle, [int(layer)])
+    on_phase(f"held-out activations ({count} scenes)")
     acts = harvested(model, seed=EVAL_SCENE_SEED, count=count)
+    on_phase("reconstruction metrics")
     rec = reconstruction_metrics(sae, source_for(acts, int(layer), modality), max_rows=max_rows)
     groups = {"image": ("image",), "text": ("text",), "both": ("image", "text", "both")}[modality]
+    on_phase(f"spliced loss ({splice_count} scenes)")
     splice = spliced_loss(bundle, int(layer), {"image": sae, "text": sae}, seed=EVAL_SCENE_SEED, count=splice_count,
                           splices=groups)
     return {"dictionary": str(path), "model": model, "layer": int(layer), "modality": modality,
@@ -178,6 +227,49 @@ def layer_dir_name(layer: int, modality: str) -> str:
     return f"layer{layer}-{modality}"
 
 
+class BuildEvents:
+    """What a build reports as it goes; the CLI draws it with rich, tests record it. The base
+    class ignores everything."""
+
+    def log(self, msg: str) -> None:
+        """A line for the user: what is reused, trained, evaluated."""
+
+    def phase(self, name: str, total: float | None = None, done: float = 0) -> None:
+        """A stage begins: "harvesting" (scenes), "training" (steps over all SAEs), "evaluating"
+        (SAEs) or "concepts" (no total); `done` of `total` are already done (resumed)."""
+
+    def advance(self, n: float = 1, note: str | None = None) -> None:
+        """Progress within the current stage; `note` names what is being worked on."""
+
+
+class _LogEvents(BuildEvents):
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log  # type: ignore[method-assign]
+
+
+def _plan(layers: Sequence[int], modalities: Sequence[str], settings: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{SAE name: its layer, modality and `train_dictionary` settings}, in build order."""
+    plan = {}
+    for layer in layers:
+        for modality in modalities:
+            kw = settings.get(f"{modality}@{layer}", settings.get(modality, {}))
+            plan[layer_dir_name(layer, modality)] = {"layer": int(layer), "modality": modality, **kw}
+    return plan
+
+
+def _default(name: str) -> Any:
+    """`train_dictionary`'s default for setting `name`."""
+    return _TRAIN_DEFAULTS[name]
+
+
+def finished_saes(folder: str | os.PathLike, names: Sequence[str]) -> list[str]:
+    """Which of the SAEs `names` are complete in `folder/saes/` (`save_dictionary` writes a
+    dictionary folder whole, so a complete folder there is a finished SAE)."""
+    from steerlang.dictionary.io import CARD, CFG, WEIGHTS
+
+    return [n for n in names if all((Path(folder) / "saes" / n / f).is_file() for f in (CFG, WEIGHTS, CARD))]
+
+
 def build_dictionary_set(
     out: str | os.PathLike,
     *,
@@ -187,22 +279,62 @@ def build_dictionary_set(
     settings: dict[str, dict[str, Any]] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = lambda _m: None,
+    events: BuildEvents | None = None,
 ) -> dict[str, Any]:
-    """Train one dictionary per (layer, modality) into `out/saes/...` and write `out/saes.json`."""
+    """Train one dictionary per (layer, modality) into `out/saes/...` and write `out/saes.json`.
+
+    SAEs already complete in `out/saes/` are kept, not retrained: that is how an interrupted
+    `build_concept_set` resumes (it checks first that they were made with the same settings).
+    Progress goes to `events` (a "training" stage counting steps over all SAEs), else to `log`."""
+    draw = progress and events is None  # per-SAE bars only when nobody draws an overall one
+    events = events or _LogEvents(log)
     layers = list(layers) if layers is not None else all_layers(model)
-    settings = settings or {}
     out = Path(out)
+    plan = _plan(layers, modalities, settings or {})
+    steps = {name: int(kw.get("steps", _default("steps"))) for name, kw in plan.items()}
+    done = set(finished_saes(out, list(plan)))
+    events.phase("training", total=sum(steps.values()), done=sum(steps[n] for n in done))
     entries = []
-    for layer in layers:
-        for modality in modalities:
-            name = layer_dir_name(layer, modality)
-            kw = settings.get(f"{modality}@{layer}", settings.get(modality, {}))
-            log(f"training {name} {kw}")
-            res = train_dictionary(model=model, layer=layer, modality=modality, out=out / "saes" / name, progress=progress, **kw)
-            entries.append({"layer": layer, "modality": modality, "path": f"saes/{name}", **{k: res[k] for k in ("seconds", "tokens_per_s")}})
+    for i, (name, kw) in enumerate(plan.items(), 1):
+        path = out / "saes" / name
+        if name not in done:
+            kw = dict(kw)
+            layer, modality = kw.pop("layer"), kw.pop("modality")
+            events.advance(0, note=f"{name} ({i}/{len(plan)})")
+            events.log(f"training {name} ({i}/{len(plan)}): {_describe(kw)}")
+            res = train_dictionary(model=model, layer=layer, modality=modality, out=path, progress=draw,
+                                   on_step=lambda _done, _last: events.advance(1), **kw)
+            events.log(f"trained {name} in {_duration(res['seconds'])}: {_quality(res['card'])}")
+        entries.append(_index_entry(path, name, plan[name]))
     index = {"model": model, "layers": layers, "modalities": list(modalities), "saes": entries}
     write_text(out / "saes.json", json.dumps(index, indent=2) + "\n")
     return index
+
+
+def _index_entry(path: Path, name: str, planned: dict[str, Any]) -> dict[str, Any]:
+    """The saes.json entry of a finished SAE (its timing read back from its card)."""
+    from steerlang.dictionary.io import load_card
+
+    training = (load_card(path) or {}).get("training", {})
+    return {"layer": planned["layer"], "modality": planned["modality"], "path": f"saes/{name}",
+            "seconds": training.get("seconds"), "tokens_per_s": training.get("tokens_per_s")}
+
+
+def _describe(kw: dict[str, Any]) -> str:
+    """"1024 latents, k 16, 1000 steps x 2048 tokens" from `train_dictionary` settings."""
+    k = f", k {kw.get('k', _default('k'))}" if kw.get("arch", "topk") == "topk" else ""
+    return (f"{kw.get('latents', _default('latents'))} latents{k}, {kw.get('steps', _default('steps'))} steps "
+            f"x {kw.get('batch_size', _default('batch_size'))} tokens")
+
+
+def _quality(card: dict[str, Any]) -> str:
+    return (f"L0 {card['l0']:.1f}, dead {100 * card['dead_fraction']:.1f}%, dense {100 * card['dense_fraction']:.1f}% "
+            f"on {card['n_tokens']} training tokens")
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def build_concepts(
@@ -213,8 +345,10 @@ def build_concepts(
     held_out: int = 500,
     min_precision: float = 0.9,
     log: Callable[[str], None] = lambda _m: None,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """Align, name and group the dictionaries in `out/saes.json` into `out/concepts.json` (+ states)."""
+    """Align, name and group the dictionaries in `out/saes.json` into `out/concepts.json` (+ states);
+    the set is called `name` (default: the folder's name)."""
     from dataclasses import asdict
 
     from steerlang.dictionary.build_concepts import (
@@ -256,7 +390,7 @@ def build_concepts(
         reports[layer], layer_groups[layer] = asdict(rep), groups
     concepts = assemble_concepts(layer_groups)
     states = reference_states(bundle, layers, train_acts, TRAIN_SCENE_SEED)
-    save_concept_set(out, name=out.name, model=model, layers=layers, concepts=concepts, tensors=states)
+    save_concept_set(out, name=name or out.name, model=model, layers=layers, concepts=concepts, tensors=states)
     report = {"model": model, "train_scenes": {"seed": TRAIN_SCENE_SEED, "count": count},
               "held_out_scenes": {"seed": EVAL_SCENE_SEED, "count": held_out}, "layers": reports,
               "n_concepts": {s: sum(c.space == s for c in concepts) for s in ("joint", "image", "text")}}
@@ -273,17 +407,255 @@ TOYWORLD_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def evaluate_set(out: str | os.PathLike, *, model: str = "toyworld", log: Callable[[str], None] = lambda _m: None) -> list[dict[str, Any]]:
-    """`evaluate_dictionary` for every SAE of a set; written to `out/eval.json`."""
+def evaluate_set(out: str | os.PathLike, *, model: str = "toyworld", log: Callable[[str], None] = lambda _m: None,
+                 resume: bool = False, events: BuildEvents | None = None) -> list[dict[str, Any]]:
+    """`evaluate_dictionary` for every SAE of a set; written to `out/eval.json`.
+
+    With `resume`, rows already in `out/eval.json` are kept and the file is rewritten after each
+    SAE, so an interrupted evaluation (in a build folder) picks up where it stopped."""
+    events = events or _LogEvents(log)
     out = Path(out)
     index = json.loads((out / "saes.json").read_text())
+    done = _eval_rows(out / "eval.json") if resume else {}
+    saes = index["saes"]
+    events.phase("evaluating", total=len(saes), done=sum(e["path"] in done for e in saes))
+    if done:
+        events.log(f"reusing the evaluation of {sum(e['path'] in done for e in saes)} SAEs")
     rows = []
-    for e in index["saes"]:
+    for i, e in enumerate(saes, 1):
+        if e["path"] in done:
+            rows.append(done[e["path"]])
+            continue
+        events.advance(0, note=f"{e['path']} ({i}/{len(saes)})")
         res = evaluate_dictionary(out / e["path"], model=model)
         r, sp = res["reconstruction"], res["spliced"][e["modality"]]
         rows.append({"dictionary": e["path"], "layer": e["layer"], "modality": e["modality"], "fvu": r["fvu"], "mse": r["mse"],
                      "l0": r["l0"], "dead_fraction": r["dead_fraction"], "dense_fraction": r["dense_fraction"],
                      "delta_ce": sp["delta_ce"], "loss_recovered": sp["loss_recovered"], "n_tokens": r["n_tokens"]})
-        log(f"{e['path']}: FVU {r['fvu']:.4f} L0 {r['l0']:.1f} dead {r['dead_fraction']:.3f} dCE {sp['delta_ce']:+.4f}")
+        events.log(f"{e['path']}: FVU {r['fvu']:.4f} L0 {r['l0']:.1f} dead {r['dead_fraction']:.3f} dCE {sp['delta_ce']:+.4f}")
+        if resume:
+            write_text(out / "eval.json", json.dumps(rows, indent=1) + "\n")
+        events.advance(1)
     write_text(out / "eval.json", json.dumps(rows, indent=1) + "\n")
     return rows
+
+
+def _eval_rows(path: Path) -> dict[str, dict[str, Any]]:
+    """{dictionary path: row} of an eval.json; empty if there is none or it is unreadable."""
+    try:
+        rows = json.loads(path.read_text())
+        return {r["dictionary"]: r for r in rows}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return {}
+
+
+def toyworld_settings(count: int) -> dict[str, dict[str, Any]]:
+    """`TOYWORLD_SETTINGS` with `count` training scenes."""
+    return {key: {**s, "count": count} for key, s in TOYWORLD_SETTINGS.items()}
+
+
+# -- steer dict build: a concept set built beside its target and swapped in whole ------------------
+BUILD_RECORD = "build.json"
+
+
+def build_dir(out: str | os.PathLike) -> Path:
+    """Where `build_concept_set` builds `out`: a hidden sibling (same file system, so it can be
+    swapped in by a rename), ``.<name>.build``; git-ignored."""
+    out = _target(out)
+    return out.parent / f".{out.name}.build"
+
+
+def _target(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    return out.resolve() if out.name in ("", ".", "..") else out
+
+
+def shipped_concept_set() -> Path | None:
+    """The concept set that ships with steerlang (in the checkout or the installed package)."""
+    from steerlang.resources import data_path
+
+    try:
+        return data_path("dictionaries", "toyworld").resolve()
+    except SteerError:
+        return None
+
+
+def check_build_target(out: str | os.PathLike, *, force: bool = False, skip_saes: bool = False) -> None:
+    """Refuse, before any work, a target that a build must not replace: a file, a folder that is not
+    a concept set (the build replaces the folder whole), or, without `force`, an existing concept
+    set (the shipped one above all)."""
+    out = _target(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out: {out} is a file; give a folder for the concept set")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    is_set = any(n in entries for n in ("saes.json", "concepts.json"))
+    if entries and not is_set:
+        raise InputError(f"--out: {out} is not empty and holds no concept set ({', '.join(entries[:3])}); "
+                         "the build replaces --out whole: give a new folder")
+    if skip_saes and not (out / "saes.json").is_file():
+        raise InputError(f"--skip-saes: {out} has no trained SAEs (no saes.json) to reuse; run without --skip-saes")
+    if is_set and not force:
+        shipped = shipped_concept_set()
+        what = "the shipped concept set" if shipped is not None and out.resolve() == shipped else "a concept set"
+        raise InputError(f"--out: {out} already holds {what}, which this build would replace; add --force to replace it, "
+                         f"or build into a new folder (e.g. --out runs/{out.name})")
+
+
+def build_concept_set(
+    out: str | os.PathLike,
+    *,
+    model: str = "toyworld",
+    count: int = 3000,
+    layers: Sequence[int] | None = None,
+    modalities: Sequence[str] = ("image", "text"),
+    settings: dict[str, dict[str, Any]] | None = None,
+    skip_saes: bool = False,
+    evaluate: bool = True,
+    force: bool = False,
+    events: BuildEvents | None = None,
+) -> dict[str, Any]:
+    """`steer dict build`: train every layer's image and text SAE, evaluate them, and align, name and
+    group them into a concept set at `out`, never leaving `out` half-written.
+
+    Everything is built in `build_dir(out)` (``.<name>.build`` beside `out`) and swapped in whole at
+    the end by `steerlang.atomic.replace_dir` (one atomic exchange on Linux): `out` holds the old set
+    or the new one, never a mix, whatever interrupts the build. The build folder records its settings
+    (`build.json`); a rerun with the same settings reuses the SAEs finished there (and the rows of an
+    unfinished evaluation), with other settings it starts over, saying why. With `skip_saes` the
+    existing set's SAEs are hard-linked (or copied) into the build folder and only the concepts are
+    rebuilt. Returns a summary (the CLI prints it, or its JSON)."""
+    t0 = time.perf_counter()
+    out = _target(out)
+    events = events or BuildEvents()
+    check_build_target(out, force=force, skip_saes=skip_saes)
+    if count < 1:
+        raise InputError(f"--count: must be at least 1, got {count}")
+    settings = settings if settings is not None else toyworld_settings(count)
+    layers = list(layers) if layers is not None else all_layers(model)
+    plan = _plan(layers, modalities, settings)
+    record = {"format": "steerlang-build", "version": 1, "mode": "concepts" if skip_saes else "full", "model": model,
+              "model_key": _model_key(model), "count": count, "layers": layers, "modalities": list(modalities), "saes": plan}
+    work = build_dir(out)
+    with _build_lock(work, out):
+        _start_build(work, json.loads(json.dumps(record)), events, fresh=skip_saes)
+        reused = [] if skip_saes else finished_saes(work, list(plan))
+        if reused:
+            events.log(f"resuming the unfinished build in {work}: reusing {len(reused)} of {len(plan)} trained SAEs "
+                       f"({', '.join(reused)})")
+        if skip_saes:
+            _link_set(out, work)
+        else:
+            if not (_acts_root(model, TRAIN_SCENE_SEED, count) / MANIFEST).exists():
+                events.phase("harvesting", total=count)
+                harvested(model, seed=TRAIN_SCENE_SEED, count=count, on_batch=events.advance)
+            build_dictionary_set(work, model=model, layers=layers, modalities=modalities, settings=settings, events=events)
+            if evaluate:
+                evaluate_set(work, model=model, resume=True, events=events)
+        events.phase("concepts")
+        events.log("building concepts: aligning, naming and grouping the latents of every layer")
+        report = build_concepts(work, model=model, count=count, log=events.log, name=out.name)
+        replace_dir(work, out)
+        (out / BUILD_RECORD).unlink()  # after the swap: until then, a rerun can resume
+    rows = _eval_rows(out / "eval.json")
+    return {"out": str(out), "model": model, "seconds": round(time.perf_counter() - t0, 1), "skip_saes": skip_saes,
+            "saes": len(plan), "trained": [] if skip_saes else [n for n in plan if n not in reused], "reused": reused,
+            "train_scenes": report["train_scenes"], "held_out_scenes": report["held_out_scenes"],
+            "n_concepts": report["n_concepts"], "eval": list(rows.values()) if rows else None}
+
+
+def build_status(out: str | os.PathLike) -> dict[str, Any] | None:
+    """What an unfinished build of `out` has kept: {"dir", "finished", "total", "mode"}, or None
+    when there is none (the CLI says it when a build is interrupted)."""
+    work = build_dir(out)
+    try:
+        record = json.loads((work / BUILD_RECORD).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    names = list(record.get("saes", {}))
+    return {"dir": work, "finished": len(finished_saes(work, names)), "total": len(names), "mode": record.get("mode")}
+
+
+def _start_build(work: Path, record: dict[str, Any], events: BuildEvents, *, fresh: bool) -> None:
+    """Make `work` ready for a build with `record`'s settings: keep what an unfinished build with the
+    same settings left there, else empty it (saying why); then write the record."""
+    try:
+        old = json.loads((work / BUILD_RECORD).read_text())
+    except (OSError, json.JSONDecodeError):
+        old = None
+    leftovers = [p for p in work.iterdir() if p.name != BUILD_RECORD]
+    if old is not None and old != record:
+        events.log(f"{work} holds an unfinished build with other settings ({_record_diff(old, record)}); starting over")
+        _empty(work)
+    elif old is None and leftovers:
+        events.log(f"{work} holds an unfinished build with no record of its settings; starting over")
+        _empty(work)
+    elif fresh:
+        _empty(work)
+    for tmp in work.glob("saes/.*"):  # a dictionary being written when the process was killed
+        shutil.rmtree(tmp, ignore_errors=True)
+    write_text(work / BUILD_RECORD, json.dumps(record, indent=1) + "\n")
+
+
+def _record_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """"count 200 -> 300; layer0-image steps 1000 -> 10": what differs between two build records."""
+    parts = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if key == "saes" and isinstance(a, dict) and isinstance(b, dict):
+            for name in list(b) + [n for n in a if n not in b]:
+                x, y = a.get(name) or {}, b.get(name) or {}
+                diff = [f"{k} {x.get(k)} -> {y.get(k)}" for k in sorted(set(x) | set(y)) if x.get(k) != y.get(k)]
+                if diff:
+                    parts.append(f"{name} {', '.join(diff)}")
+        else:
+            parts.append(f"{key} {a} -> {b}")
+    return "; ".join(parts[:4]) + ("; ..." if len(parts) > 4 else "")
+
+
+def _empty(folder: Path) -> None:
+    for p in folder.iterdir():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+_REBUILT = ("concepts.json", "prototypes.safetensors", "concepts_report.json", BUILD_RECORD)
+
+
+def _link_set(src: Path, dst: Path) -> None:
+    """Hard-link (or copy, where links are not possible) every file of the set `src` into `dst`,
+    except those a concept build rewrites; nothing writes into these files in place."""
+    for f in sorted(src.rglob("*")):
+        rel = f.relative_to(src)
+        if f.is_dir() or rel.as_posix() in _REBUILT or any(part.startswith(".") for part in rel.parts):
+            continue
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(f, dst / rel)
+        except OSError:
+            shutil.copy2(f, dst / rel)
+
+
+@contextlib.contextmanager
+def _build_lock(work: Path, out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the build folder (made if needed), so two builds of one target
+    cannot write into it at once; the lock goes with the process."""
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        yield
+        return
+    fd = os.open(work, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"--out: another `steer dict build` is building {out} in {work} right now; "
+                             "wait for it, or give another --out") from None
+        yield
+    finally:
+        os.close(fd)

@@ -38,6 +38,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from steerlang.atomic import chmod_default
 from steerlang.errors import DictionaryError
 from steerlang.lang.concepts import ConceptInfo
 
@@ -180,6 +181,9 @@ class ConceptSet:
         if key not in self._saes:
             if key not in self.sae_paths:
                 raise DictionaryError(f"{self.root}: no {modality} dictionary at layer {layer}; layers with dictionaries: {self.layer_numbers}")
+            from steerlang.dictionary.io import WEIGHTS
+
+            verify_recorded(self.root, self.sae_paths[key] / WEIGHTS, self._recorded_files)
             self._saes[key] = load_dictionary(self.sae_paths[key])
         return self._saes[key]
 
@@ -188,10 +192,20 @@ class ConceptSet:
         return {}
 
     @cached_property
+    def _recorded_files(self) -> dict[str, Any]:
+        """The "files" record of concepts.json (`save_concept_set`); empty for older sets."""
+        try:
+            files = json.loads((self.root / CONCEPTS).read_text()).get("files")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            return {}
+        return files if isinstance(files, dict) else {}
+
+    @cached_property
     def _prototypes(self) -> dict[str, Tensor]:
         path = self.root / PROTOTYPES
         if not path.exists():
             return {}
+        verify_recorded(self.root, path, self._recorded_files)
         try:
             with safe_open(str(path), framework="pt") as f:
                 return {k: f.get_tensor(k) for k in f.keys()}
@@ -212,17 +226,77 @@ class ConceptSet:
 
 def save_concept_set(root: str | os.PathLike, *, name: str, model: str, layers: list[int], concepts: list[Concept],
                      tensors: dict[str, Tensor] | None = None) -> None:
-    """Write concepts.json (and prototypes.safetensors) next to an existing saes.json, atomically."""
+    """Write concepts.json (and prototypes.safetensors) next to an existing saes.json.
+
+    Both are written to temporary files first, then renamed into place, concepts.json last; on any
+    failure the temporary files are removed and the old pair is left as it was. concepts.json
+    records the size and SHA-256 of prototypes.safetensors and of every SAE weights file named in
+    saes.json ("files"), so a folder that mixes two builds (a crash between the two renames, SAEs
+    retrained behind its back) is refused when those files are read instead of used in silence.
+    `steer dict build` writes all of it in a build folder that is swapped in whole.
+    """
     root = Path(root)
-    spec = {"format": "steerlang-concepts", "version": 1, "name": name, "model": model, "layers": layers,
-            "concepts": [asdict(c) for c in concepts]}
-    tmp = root / f".{CONCEPTS}.tmp"
-    tmp.write_text(json.dumps(spec, indent=1) + "\n")
-    if tensors is not None:
-        ttmp = root / f".{PROTOTYPES}.tmp"
-        save_file({k: v.contiguous().float() for k, v in tensors.items()}, str(ttmp))
-        os.replace(ttmp, root / PROTOTYPES)
-    os.replace(tmp, root / CONCEPTS)
+    pid = os.getpid()
+    tmp, ttmp = root / f".{CONCEPTS}.tmp-{pid}", root / f".{PROTOTYPES}.tmp-{pid}"
+    try:
+        files: dict[str, dict[str, Any]] = {}
+        if tensors is not None:
+            save_file({k: v.contiguous().float() for k, v in tensors.items()}, str(ttmp))
+            chmod_default(ttmp)  # safetensors writes 0600
+            files[PROTOTYPES] = file_record(ttmp)
+        elif (root / PROTOTYPES).is_file():
+            files[PROTOTYPES] = file_record(root / PROTOTYPES)
+        files.update(_sae_records(root))
+        spec = {"format": "steerlang-concepts", "version": 1, "name": name, "model": model, "layers": layers,
+                "concepts": [asdict(c) for c in concepts], "files": files}
+        tmp.write_text(json.dumps(spec, indent=1) + "\n")
+        if tensors is not None:
+            os.replace(ttmp, root / PROTOTYPES)
+        os.replace(tmp, root / CONCEPTS)
+    finally:
+        tmp.unlink(missing_ok=True)
+        ttmp.unlink(missing_ok=True)
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    """{"bytes", "sha256"} of a file, as concepts.json records it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def _sae_records(root: Path) -> dict[str, dict[str, Any]]:
+    """`file_record` of each SAE weights file that saes.json names inside `root`."""
+    from steerlang.dictionary.io import WEIGHTS
+
+    if not (root / SAES).is_file():
+        return {}
+    out = {}
+    for e in json.loads((root / SAES).read_text()).get("saes", []):
+        f = root / e["path"] / WEIGHTS
+        if f.is_file() and not Path(e["path"]).is_absolute():
+            out[f.relative_to(root).as_posix()] = file_record(f)
+    return out
+
+
+def verify_recorded(root: Path, path: Path, files: dict[str, Any]) -> None:
+    """Refuse `path` if concepts.json's `files` record another size or digest for it (older sets
+    record nothing and pass)."""
+    try:
+        rec = files.get(path.relative_to(root).as_posix())
+    except ValueError:  # a dictionary outside the folder: not recorded
+        return
+    if not isinstance(rec, dict) or not path.is_file():
+        return
+    now = file_record(path)
+    if now != rec:
+        what = f"{now['bytes']} bytes, recorded {rec['bytes']}" if now["bytes"] != rec["bytes"] else "its SHA-256 differs from the one recorded"
+        raise DictionaryError(f"{path}: does not belong with {root / CONCEPTS} ({what}): the folder mixes files of two builds; "
+                              f"rebuild it with `steer dict build --out {root} --force` (or restore it from git if it ships)")
 
 
 def load_concept_set(path: str | os.PathLike) -> ConceptSet:
@@ -232,6 +306,11 @@ def load_concept_set(path: str | os.PathLike) -> ConceptSet:
     root = Path(path)
     if str(path) == "toyworld" and not root.exists():
         root = data_path("dictionaries", "toyworld")
+    if not root.exists():
+        raise DictionaryError(f'no such folder: {path} (give a concept-set folder or the name "toyworld")')
+    if not root.is_dir():
+        raise DictionaryError(f'{path} is a file, not a concept-set folder (give a folder holding {SAES} and '
+                              f'{CONCEPTS}, or the name "toyworld")')
     for f in (SAES, CONCEPTS):
         if not (root / f).exists():
             raise DictionaryError(f"{root}: missing {f}; is this a steerlang concept set folder?")

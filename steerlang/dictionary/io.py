@@ -10,8 +10,8 @@ A dictionary folder we write::
                              (+ threshold [d_sae] for JumpReLU), float32
     card.json                ours: model, layer, modality, per-latent statistics, transform info
 
-The folder is written into a temporary sibling and renamed into place, so a reader never sees a
-half-written dictionary. ``metadata.sae_lens_version`` names the cfg layout version (6.0.0), which
+The folder is written into a temporary sibling and swapped into place (`steerlang.atomic.replace_dir`),
+so a reader never sees a half-written dictionary, nor a moment with no dictionary at the path. ``metadata.sae_lens_version`` names the cfg layout version (6.0.0), which
 is how SAELens decides to read it as a v6 config.
 """
 
@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from steerlang import __version__
+from steerlang.atomic import chmod_default, recover_dir, replace_dir, temp_dir_beside
 from steerlang.dictionary.sae import SAE, SAEConfig, make_sae
 from steerlang.dictionary.source import ActivationSource, as_source
 from steerlang.errors import DictionaryError
@@ -80,6 +79,7 @@ def save_dictionary(sae: SAE, out_dir: str | Path, card: dict[str, Any] | None =
     An existing ``out_dir`` is replaced only if it holds nothing but dictionary files.
     """
     out = Path(out_dir)
+    recover_dir(out)
     if out.exists():
         extra = sorted(p.name for p in out.iterdir() if p.name not in (CFG, WEIGHTS, CARD))
         if not out.is_dir() or extra:
@@ -102,18 +102,13 @@ def save_dictionary(sae: SAE, out_dir: str | Path, card: dict[str, Any] | None =
         **(card or {}),
     }
     weights = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in sae.state_dict().items()}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = temp_dir_beside(out)
     try:
         save_file(weights, str(tmp / WEIGHTS))
+        chmod_default(tmp / WEIGHTS)  # safetensors writes 0600
         (tmp / CFG).write_text(json.dumps(sae_lens_cfg(sae), indent=1))
         (tmp / CARD).write_text(json.dumps(_jsonable(full_card)))
-        if out.exists():  # rename(2) cannot replace a non-empty folder: swap, then drop the old one
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / "d")
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -141,6 +136,7 @@ def load_dictionary(path: str | Path, *, expected_d_in: int | None = None, dtype
     Every failure is a one-line `DictionaryError` naming the file and the fix.
     """
     p = Path(path)
+    recover_dir(p)
     if p.is_file() and p.name in (CFG, WEIGHTS, CARD):
         p = p.parent
     if p.is_file() and p.suffix == ".npz":

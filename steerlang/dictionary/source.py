@@ -52,7 +52,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from steerlang.atomic import write_text
+from steerlang.atomic import chmod_default, write_text
 from steerlang.errors import InputError
 
 FORMAT = "steerlang-activations"
@@ -157,8 +157,12 @@ class ShardWriter:
         self._pending_rows -= n
         name = f"shard_{len(self._shards):05d}.safetensors"
         tmp = self.dir / f".{name}.tmp"
-        save_file(shard, str(tmp))
-        os.replace(tmp, self.dir / name)
+        try:
+            save_file(shard, str(tmp))
+            chmod_default(tmp)  # safetensors writes 0600; shards read like any other file
+            os.replace(tmp, self.dir / name)
+        finally:
+            tmp.unlink(missing_ok=True)
         counts = torch.bincount(shard["modality"].long(), minlength=3)[:3].tolist()
         self._shards.append({"file": name, "rows": n, "modality_counts": counts})
 

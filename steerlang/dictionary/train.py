@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import tempfile
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from steerlang.atomic import chmod_default, replace_dir, temp_dir_beside, write_text
 from steerlang.dictionary.io import compute_card_stats, save_dictionary
 from steerlang.dictionary.sae import SAE, SAEConfig, TopKSAE, make_sae
 from steerlang.dictionary.source import ActivationSource, as_source
@@ -239,30 +240,60 @@ def _save_checkpoint(root: Path, step: int, sae: SAE, opt: torch.optim.Adam, sin
     meta = {"step": step, "adam_step": step_counts, "rng_state": gen.get_state().tolist(),
             "train_config": asdict(cfg), "sae_config": sae.cfg.to_dict(), "history": history}
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".ckpt-tmp-", dir=root))
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(meta))
     final = root / f"step_{step:08d}"
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    tmp = temp_dir_beside(final)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
+        chmod_default(tmp / "state.safetensors")
+        (tmp / "state.json").write_text(json.dumps(meta))
+        replace_dir(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     for old in sorted(root.glob("step_*"))[: -max(cfg.keep_checkpoints, 1)]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _latest_checkpoint(root: Path) -> Path | None:
+def _checkpoints(root: Path) -> list[Path]:
+    """Finished checkpoints, newest first (a checkpoint folder is renamed into place whole)."""
     done = [p for p in sorted(root.glob("step_*")) if (p / "state.json").is_file() and (p / "state.safetensors").is_file()]
-    return done[-1] if done else None
+    return done[::-1]
 
 
-def _restore(ck: Path, sae: SAE, opt: torch.optim.Adam, gen: torch.Generator, cfg: TrainConfig):
-    meta = json.loads((ck / "state.json").read_text())
-    saved = {k: v for k, v in meta["train_config"].items() if k not in _RESUME_FREE}
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest finished checkpoint folder under `root` (not read: it may still be corrupt)."""
+    done = _checkpoints(root)
+    return done[0] if done else None
+
+
+def _read_checkpoint(ck: Path, cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """(meta, tensors) of a checkpoint. InputError if it was made with other settings;
+    `_CorruptCheckpoint` if its files cannot be read (a crash or a full disk while saving)."""
+    try:
+        meta = json.loads((ck / "state.json").read_text())
+        saved = {k: v for k, v in meta["train_config"].items() if k not in _RESUME_FREE}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise _CorruptCheckpoint(f"{ck / 'state.json'}: unreadable ({type(exc).__name__})") from None
     now = {k: v for k, v in asdict(cfg).items() if k not in _RESUME_FREE}
     diff = sorted(k for k in now if saved.get(k) != now[k])
     if diff:
         raise InputError(f"{ck}: checkpoint was made with different settings {diff}; use the same config or a new out_dir")
-    t = load_file(str(ck / "state.safetensors"))
+    try:
+        t = load_file(str(ck / "state.safetensors"))
+    except Exception as exc:  # safetensors' SafetensorError for truncated files, OSError
+        raise _CorruptCheckpoint(f"{ck / 'state.safetensors'}: truncated or unreadable ({exc})") from None
+    needed = ["since_fired", *(f"sae.{n}" for n in _PARAMS)]
+    missing = [k for k in needed if k not in t]
+    if missing or not all(k in meta for k in ("step", "adam_step", "rng_state", "history")):
+        raise _CorruptCheckpoint(f"{ck}: incomplete checkpoint (missing {missing or 'metadata'})")
+    return meta, t
+
+
+class _CorruptCheckpoint(Exception):
+    """A checkpoint whose files cannot be read; resuming falls back to an older one."""
+
+
+def _restore(meta: dict[str, Any], t: dict[str, Tensor], sae: SAE, opt: torch.optim.Adam, gen: torch.Generator, cfg: TrainConfig):
     with torch.no_grad():
         for name in _PARAMS:
             getattr(sae, name).copy_(t[f"sae.{name}"])
@@ -277,12 +308,30 @@ def _restore(ck: Path, sae: SAE, opt: torch.optim.Adam, gen: torch.Generator, cf
     return int(meta["step"]), t["since_fired"].clone(), wh, meta["history"]
 
 
-def train_sae(data: ActivationSource | Tensor, cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
+def _usable_checkpoint(root: Path, cfg: TrainConfig, warn: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Tensor]] | None:
+    """The newest checkpoint that reads whole; a corrupt one is skipped with a warning line."""
+    for ck in _checkpoints(root):
+        try:
+            return _read_checkpoint(ck, cfg)
+        except _CorruptCheckpoint as exc:
+            warn(f"warning: {exc}; falling back to the previous checkpoint")
+    return None
+
+
+def _warn(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def train_sae(data: ActivationSource | Tensor, cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
+              on_step: Callable[[int, dict[str, float] | None], None] | None = None,
+              warn: Callable[[str], None] = _warn) -> TrainResult:
     """Train an SAE on ``data`` (a source or a tensor [N, d_in]); see the module docstring.
 
     With ``cfg.out_dir``: checkpoints in ``out_dir/checkpoints/``, the dictionary (SAELens folder +
     card) in ``out_dir/dictionary/``, the history in ``out_dir/history.json``. ``resume`` continues
-    from the latest checkpoint when there is one.
+    from the latest checkpoint that reads whole (a truncated one is skipped with a line to ``warn``).
+    ``on_step(done, last_logged)`` is called after every step (the CLI draws its bars with it);
+    without it, ``progress`` draws a transient bar on stderr.
     """
     src = as_source(data)
     d_in = src.d_in
@@ -296,7 +345,11 @@ def train_sae(data: ActivationSource | Tensor, cfg: TrainConfig, *, resume: bool
     )
     sae = make_sae(scfg)
     out = Path(cfg.out_dir) if cfg.out_dir else None
-    ck = _latest_checkpoint(out / "checkpoints") if (resume and out) else None
+    ck = None
+    if resume and out is not None:
+        ck = _usable_checkpoint(out / "checkpoints", cfg, warn)
+        if ck is None and _checkpoints(out / "checkpoints"):
+            warn("warning: no readable checkpoint left; training from step 0")
     wh = None
     if cfg.whiten and ck is None:
         wh = Whitening.fit(src, kind=cfg.whiten_kind, eps=cfg.whiten_eps, max_rows=cfg.whiten_rows)
@@ -307,11 +360,10 @@ def train_sae(data: ActivationSource | Tensor, cfg: TrainConfig, *, resume: bool
     history: list[dict[str, float]] = []
     start = 0
     if ck is not None:
-        start, since, wh, history = _restore(ck, sae, opt, gen, cfg)
+        start, since, wh, history = _restore(*ck, sae, opt, gen, cfg)
     aux_k = cfg.aux_k or max(d_in // 2, 1)
     stream = src.batches(cfg.batch_size, seed=cfg.seed, start_batch=start)
-    bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc=f"SAE {cfg.arch}", leave=False)
-    try:
+    with _step_reporter(cfg, start, progress, on_step) as report:
         for step in range(start, cfg.steps):
             x = next(stream)
             if wh is not None:
@@ -338,12 +390,9 @@ def train_sae(data: ActivationSource | Tensor, cfg: TrainConfig, *, resume: bool
                 dead_frac = float((since >= cfg.dead_window_tokens).float().mean())
                 history.append({"step": step + 1, "mse": st["mse"], "fvu": st["fvu"], "l0": st["l0"],
                                 "aux": st["aux"], "dead": dead_frac, "lr": _lr(cfg, step), "resampled": resampled})
-                bar.set_postfix(mse=f"{st['mse']:.4g}", l0=f"{st['l0']:.1f}", dead=f"{dead_frac:.3f}")
-            bar.update(1)
+            report(step + 1, history[-1] if history else None)
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and out is not None:
                 _save_checkpoint(out / "checkpoints", step + 1, sae, opt, since, gen, wh, cfg, history)
-    finally:
-        bar.close()
     sae.cfg.metadata["training"] = {k: v for k, v in asdict(cfg).items() if k != "out_dir"}
     final = fold_whitening(sae, wh) if wh is not None else sae
     result = TrainResult(sae=final.eval().requires_grad_(False), history=history, start_step=start)
@@ -351,7 +400,27 @@ def train_sae(data: ActivationSource | Tensor, cfg: TrainConfig, *, resume: bool
         card = {"stats": compute_card_stats(final, src, max_rows=cfg.card_max_rows),
                 "training": {"config": sae.cfg.metadata["training"], "last": history[-1] if history else None}}
         result.dictionary_dir = save_dictionary(final, out / "dictionary", card)
-        tmp = out / ".history.json.tmp"
-        tmp.write_text(json.dumps(history))
-        os.replace(tmp, out / "history.json")
+        write_text(out / "history.json", json.dumps(history))
     return result
+
+
+@contextmanager
+def _step_reporter(cfg: TrainConfig, start: int, progress: bool,
+                   on_step: Callable[[int, dict[str, float] | None], None] | None) -> Iterator[Callable[[int, dict | None], None]]:
+    """The per-step callback: the caller's ``on_step``, else a transient rich bar on stderr
+    (mse, L0, dead fraction), else nothing."""
+    if on_step is not None or not progress:
+        yield on_step or (lambda _done, _last: None)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(f"SAE {cfg.arch}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("train", total=cfg.steps, completed=start, stats="")
+
+        def report(done: int, last: dict | None) -> None:
+            stats = f"mse {last['mse']:.4g}  L0 {last['l0']:.1f}  dead {last['dead']:.3f}" if last else ""
+            bar.update(task, completed=done, stats=stats)
+
+        yield report

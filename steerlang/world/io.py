@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from steerlang.errors import InputError
+from steerlang.atomic import chmod_tree_default, recover_dir, replace_dir, temp_dir_beside
+from steerlang.errors import InputError, SteerError
 
 
 def open_image(path: str | os.PathLike, argument: str = "IMAGE") -> Image.Image:
@@ -31,24 +31,38 @@ def open_image(path: str | os.PathLike, argument: str = "IMAGE") -> Image.Image:
 
 @contextmanager
 def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
-    """Write a folder in a temporary sibling, then swap it into place: never a half-written folder."""
+    """Write a folder in a temporary sibling, then swap it into place (`steerlang.atomic.replace_dir`):
+    never a half-written folder, never a moment with no folder at `final`; on any error or Ctrl-C
+    the temporary folder is removed and `final` is left as it was."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    recover_dir(final)
+    tmp = temp_dir_beside(final)
     try:
         yield tmp
-        # mkdtemp and some writers make owner-only files; shipped folders should read like any other.
-        tmp.chmod(0o755)
-        for f in tmp.rglob("*"):
-            f.chmod(0o755 if f.is_dir() else 0o644)
-        if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
+        # Some writers (safetensors) make owner-only files; written folders read like any other.
+        chmod_tree_default(tmp)
+        replace_dir(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_model_out(out: str | os.PathLike, *, force: bool = False) -> None:
+    """Refuse, before minutes of training, an --out that `atomic_dir` must not replace: a file, a
+    folder that holds no model (it would be replaced whole), or, without `force`, the shipped model."""
+    from steerlang.world.model import shipped_model_path
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out: {out} is a file; give a folder for the model")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if entries and "config.json" not in entries:
+        raise InputError(f"--out: {out} is not empty and holds no model ({', '.join(entries[:3])}); "
+                         "the trained model replaces --out whole: give a new folder")
+    try:
+        shipped = shipped_model_path().resolve()
+    except SteerError:  # no shipped model (a bare install): nothing to protect
+        return
+    if entries and out.resolve() == shipped and not force:
+        raise InputError(f"--out: {out} is the shipped toy model; add --force to replace it, "
+                         f"or train into a new folder (e.g. --out runs/{out.name})")
