@@ -141,6 +141,7 @@ def run_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for --sample."),
     dense: bool = typer.Option(False, "--dense", help="Compute full SAE encodes (benchmarking)."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress", help=f"Show progress on stderr (default: when stderr is a terminal, or on more than {FEW_IMAGES} images)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images steered together in one generate (each keeps its own masks and rules)."),
     dtype: str | None = typer.Option(None, "--dtype", help="Model weights' dtype: float32 (default), bfloat16, float16, or auto (the checkpoint's)."),
     device_map: str | None = typer.Option(None, "--device-map", help="Let accelerate place the model's blocks (e.g. auto: across GPUs, CPU and disk)."),
 ) -> None:
@@ -171,7 +172,7 @@ def run_cmd(
         _say(f"{program}: {describe_program(prog)}")
     with _Progress(f"{program.name}", len(images), progress) as bar:
         results = session.run(prog, images=images, prompt=prompt, max_new_tokens=max_new_tokens, compare=compare or jsonl,
-                              sample=sample, seed=seed, on_progress=bar.update)
+                              sample=sample, seed=seed, batch_size=batch_size, on_progress=bar.update)
     tally = _Tally()
     tally.add(results)
     for i, r in enumerate(results):
