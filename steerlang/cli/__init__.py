@@ -54,7 +54,7 @@ def _register() -> None:
     # Each command group lives in its own module and adds itself to `app` on import.
     import importlib
 
-    for name in ("world", "lang", "dictionary", "concepts", "run", "data"):
+    for name in ("world", "lang", "dictionary", "concepts", "run", "data", "audit"):
         try:
             importlib.import_module(f"steerlang.cli.{name}")
         except ModuleNotFoundError as exc:
