@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from steerlang.cli import app, err_console, out_console, user_errors
+from steerlang.errors import InputError
 
 dict_app = typer.Typer(help="Dictionaries: harvest activations, train and evaluate SAEs.", no_args_is_help=True)
 app.add_typer(dict_app, name="dict")
@@ -50,23 +51,141 @@ def _progress(*extra: Any) -> Any:
                     TimeElapsedColumn(), TimeRemainingColumn(), console=err_console)
 
 
+DATA_HELP = ("Dataset: an imagefolder corpus (metadata.jsonl/csv/parquet), a save_to_disk folder, or toyworld:SEED:COUNT "
+             "(see docs/data.md).")
+PROMPT_HELP = ("the prompt asked with each image (a row's own prompt, --prompt-column, comes first). Default: the model's own "
+               "(the toy model's describe prompt), else its chat template with the image alone; a model with neither needs it.")
+
+
+def _toy_only(data: str | None, **given: Any) -> None:
+    """With --data, refuse the toy harvest's own options (they would be ignored)."""
+    if data is None:
+        return
+    for flag, value in given.items():
+        if value is not None:
+            raise InputError(f"--{flag}: an option of the toy world's own harvest; with --data give the toy world as "
+                             "--data toyworld:SEED:COUNT")
+
+
+def _data_only(data: str | None, **given: Any) -> None:
+    """Without --data, refuse the options that only a dataset harvest reads."""
+    if data is not None:
+        return
+    for flag, value in given.items():
+        if value not in (None, False):
+            raise InputError(f"--{flag.replace('_', '-')}: only with --data DIR (the toy harvest, --seed/--count, "
+                             "uses the toy model's own prompts and every layer)")
+
+
+def _parse_layers(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        layers = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise InputError(f"--layers: give layer numbers separated by commas, e.g. 0,2,4; got {text!r}") from None
+    if not layers:
+        raise InputError("--layers: give at least one layer, e.g. 0,2,4")
+    return layers
+
+
+def _data_total(data: str, caption_column: str, prompt_column: str | None, split: str | None,
+                max_samples: int | None) -> tuple[Any, int]:
+    """The dataset opened (errors in its options show before any progress bar) and the bar's total."""
+    from steerlang.data import open_dataset
+
+    ds = open_dataset(data, caption_column, prompt_column=prompt_column, split=split)
+    rows = ds.count_rows()
+    return ds, rows if max_samples is None else min(rows, max_samples)
+
+
+def _harvest_interrupted(out: Path) -> str:
+    """What an interrupted harvest kept, and how to go on."""
+    from steerlang.dictionary.harvest import harvest_status
+
+    st = harvest_status(out)
+    if st is None or not st.shards:
+        return f"nothing kept ({out} is written only once the harvest is complete); rerun the same command to start again"
+    return (f"{out} not written; kept {st.shards} complete shard{'s' if st.shards != 1 else ''} ({st.rows:,} rows, "
+            f"the first {st.samples:,} samples) in "
+            f"{st.dir}; rerun the same command to resume from there")
+
+
+def _harvest_summary(path: Path) -> list[str]:
+    """Readable lines for a finished harvest, from its manifest."""
+    from steerlang.data.report import BadRow
+    from steerlang.dictionary.source import read_manifest
+
+    m = read_manifest(path)
+    meta = m.get("metadata", {})
+    counts = [sum(s.get("modality_counts", [0, 0, 0])[i] for s in m["shards"]) for i in range(3)]
+    data = meta.get("data") or {}
+    bad = data.get("bad_rows", 0)
+    what = f"{meta['samples']:,} samples" if "samples" in meta else "samples"
+    skipped = f" ({bad:,} bad row{'s' if bad != 1 else ''} skipped)" if bad else ""
+    lines = [f"wrote {path}: {what}{skipped}, {m['rows']:,} rows at layers "
+             f"{', '.join(map(str, m['layers']))} (image {counts[0]:,}, prompt {counts[1]:,}, caption {counts[2]:,}) "
+             f"in {len(m['shards'])} shard{'s' if len(m['shards']) != 1 else ''}"]
+    for reason, n in (data.get("bad") or {}).items():
+        lines.append(f"  {reason}: {n}")
+        shown = data.get("examples", {}).get(reason, [])
+        lines.extend(f"    {BadRow(**ex).message()}" for ex in shown)
+        if n > len(shown):
+            lines.append(f"    ... and {n - len(shown)} more")
+    return lines
+
+
 @dict_app.command("harvest")
 @user_errors
 def harvest_cmd(
-    out: Path = typer.Option(..., "--out", help="New folder for the activation shards (written beside it, moved in when complete)."),
+    out: Path = typer.Option(..., "--out", help="New folder for the activation shards (written beside it in .NAME.partial and "
+                             "moved in when complete; an interrupted harvest resumes when the command is rerun)."),
     model: str = typer.Option("toyworld", "--model", help=MODEL_HELP),
-    seed: int = typer.Option(2, "--seed", help="Scene stream (2 trains dictionaries, 3 evaluates them)."),
-    count: int = typer.Option(3000, "--count", min=1, help="Number of scenes."),
-    prompts: str = typer.Option("describe", "--prompts", help="describe (a caption per scene) or questions (a yes/no question per scene)."),
+    data: str | None = typer.Option(None, "--data", help=DATA_HELP + " Without it: the toy world's own harvest (--seed, --count, --prompts)."),
+    caption_column: str | None = typer.Option(None, "--caption-column", help="With --data: the caption column (default text)."),
+    prompt_column: str | None = typer.Option(None, "--prompt-column", help="With --data: a column holding each row's prompt."),
+    split: str | None = typer.Option(None, "--split", help="With --data: the split to read (a split folder or save_to_disk split)."),
+    prompt: str | None = typer.Option(None, "--prompt", help="With --data: " + PROMPT_HELP),
+    layers: str | None = typer.Option(None, "--layers", help="With --data: layers to harvest, e.g. 0,2,4 (default: all; 0 = the LM input)."),
+    max_samples: int | None = typer.Option(None, "--max-samples", min=1, help="With --data: stop after this many samples."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="With --data: samples per forward pass (default 16)."),
+    shard_size: int | None = typer.Option(None, "--shard-size", min=1, help="With --data: rows (token positions) per shard file (default 65536)."),
+    dtype: str | None = typer.Option(None, "--dtype", help="With --data: float32 (default) or float16 activations."),
+    seed: int | None = typer.Option(None, "--seed", help="Toy harvest: scene stream (default 2, which trains dictionaries; 3 evaluates them)."),
+    count: int | None = typer.Option(None, "--count", min=1, help="Toy harvest: number of scenes (default 3000)."),
+    prompts: str | None = typer.Option(None, "--prompts", help="Toy harvest: describe (a caption per scene, default) or questions (a yes/no question per scene)."),
 ) -> None:
-    """Capture the LM input and every decoder layer's output, labelled image / prompt / caption."""
-    from steerlang.dictionary.api import harvested
+    """Capture the residual stream at every layer (or --layers), labelled image / prompt / caption."""
+    from steerlang.dictionary.api import _activation_dtype, harvested
 
-    with on_interrupt(lambda: f"nothing kept ({out} is written only once the harvest is complete); rerun the same command to start again"):
-        with _progress() as bar:
-            task = bar.add_task("harvesting scenes", total=count)
-            harvested(model, seed=seed, count=count, acts_dir=out, on_batch=lambda n: bar.advance(task, n), prompts=prompts)
-    err_console.print(f"wrote activations to {out}")
+    _toy_only(data, seed=seed, count=count, prompts=prompts)
+    _data_only(data, caption_column=caption_column, prompt_column=prompt_column, split=split, prompt=prompt, layers=layers,
+               max_samples=max_samples, batch_size=batch_size, shard_size=shard_size, dtype=dtype)
+    with on_interrupt(lambda: _harvest_interrupted(out)):
+        if data is None:
+            total = 3000 if count is None else count
+            with _progress() as bar:
+                task = bar.add_task("harvesting scenes", total=total)
+                path = harvested(model, seed=2 if seed is None else seed, count=total, acts_dir=out, prompts=prompts or "describe",
+                                 on_batch=lambda n: bar.advance(task, n), log=lambda m: bar.console.print(m, markup=False))
+        else:
+            from steerlang.dictionary.harvest import check_harvest, harvest_dataset
+            from steerlang.world.model import load_model
+
+            parsed = _parse_layers(layers)
+            torch_dtype = _activation_dtype(dtype or "float32")
+            ds, total = _data_total(data, caption_column or "text", prompt_column, split, max_samples)
+            with err_console.status(f"loading {model}"):
+                bundle = load_model(model)
+            check_harvest(bundle, ds, parsed, prompt)  # before any progress display
+            with _progress() as bar:
+                task = bar.add_task("harvesting samples", total=total)
+                path = harvest_dataset(bundle, ds, parsed, out, prompt=prompt, batch_size=batch_size or 16,
+                                       shard_size=shard_size or 65536, max_samples=max_samples, dtype=torch_dtype,
+                                       on_batch=lambda n: bar.advance(task, n), log=lambda m: bar.console.print(m, markup=False))
+                bar.update(task, completed=total)  # bad rows never reach the bar
+    for line in _harvest_summary(path):
+        err_console.print(line, markup=False, highlight=False)
 
 
 @dict_app.command("train")
@@ -86,7 +205,13 @@ def train_cmd(
     dead: str = typer.Option("auxk", "--dead", help="Dead-latent handling: auxk, resample or none."),
     whiten: bool = typer.Option(True, "--whiten/--no-whiten", help="Centre and whiten the input (folded into the weights)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initialisation and of the batch order."),
-    count: int = typer.Option(3000, "--count", min=1, help="Training scenes to harvest (cached)."),
+    count: int | None = typer.Option(None, "--count", min=1, help="Training scenes of the toy world to harvest (cached; default 3000)."),
+    data: str | None = typer.Option(None, "--data", help=DATA_HELP + " Harvested at --layer (cached), then trained on."),
+    caption_column: str | None = typer.Option(None, "--caption-column", help="With --data: the caption column (default text)."),
+    prompt_column: str | None = typer.Option(None, "--prompt-column", help="With --data: a column holding each row's prompt."),
+    split: str | None = typer.Option(None, "--split", help="With --data: the split to read."),
+    prompt: str | None = typer.Option(None, "--prompt", help="With --data: " + PROMPT_HELP),
+    max_samples: int | None = typer.Option(None, "--max-samples", min=1, help="With --data: harvest at most this many samples."),
     acts: Path | None = typer.Option(None, "--acts", help="Use or write activations in this folder."),
     work_dir: Path | None = typer.Option(None, "--work-dir", help="Checkpoints go here (with --checkpoint-every)."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0, help="Save a checkpoint every N steps in --work-dir (0: none)."),
@@ -94,29 +219,41 @@ def train_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
 ) -> None:
     """Train one SAE on a layer's activations at image, text or all positions."""
-    from steerlang.dictionary.api import check_train_args, train_dictionary
+    from steerlang.dictionary.api import check_data_prompt, check_train_args, train_dictionary
 
+    _toy_only(data, count=count)
+    _data_only(data, caption_column=caption_column, prompt_column=prompt_column, split=split, prompt=prompt,
+               max_samples=max_samples)
     check_train_args(model, layer, modality)  # before any progress display
+    harvest_total = 3000 if count is None else count
+    if data is not None:
+        _ds, harvest_total = _data_total(data, caption_column or "text", prompt_column, split, max_samples)
+        check_data_prompt(model, prompt, prompt_column)
     with on_interrupt(lambda: _train_interrupted(out, work_dir)):
         with _progress(_field_column("stats")) as bar:
             harvest_task: list[Any] = []
 
             def on_harvest(n: int) -> None:
                 if not harvest_task:
-                    harvest_task.append(bar.add_task("harvesting scenes", total=count, stats=""))
+                    what = "harvesting samples" if data is not None else "harvesting scenes"
+                    harvest_task.append(bar.add_task(what, total=harvest_total, stats=""))
                 bar.advance(harvest_task[0], n)
 
             task = bar.add_task(f"training layer{layer}-{modality}", total=steps, stats="")
 
             def on_step(done: int, last: dict | None) -> None:
+                if harvest_task:
+                    bar.update(harvest_task[0], completed=harvest_total)  # bad rows never reach the bar
                 stats = f"FVU {last['fvu']:.4f}  L0 {last['l0']:.1f}  dead {last['dead']:.3f}" if last else ""
                 bar.update(task, completed=done, stats=stats)
 
             res = train_dictionary(model=model, layer=layer, modality=modality, out=out, arch=arch, latents=latents, k=k,
                                    steps=steps, batch_size=batch_size, lr=lr, dead_method=dead, whiten=whiten, seed=seed,
-                                   l1_coeff=l1_coeff, count=count, acts_dir=acts, work_dir=work_dir,
-                                   checkpoint_every=checkpoint_every, resume=resume, progress=False,
-                                   on_step=on_step, on_harvest=on_harvest)
+                                   l1_coeff=l1_coeff, count=harvest_total if data is None else 3000, acts_dir=acts,
+                                   work_dir=work_dir, checkpoint_every=checkpoint_every, resume=resume, progress=False,
+                                   on_step=on_step, on_harvest=on_harvest, data=data, caption_column=caption_column or "text",
+                                   prompt_column=prompt_column, split=split, prompt=prompt, max_samples=max_samples,
+                                   on_log=lambda m: bar.console.print(m, markup=False))
     if as_json:
         out_console.print(json.dumps(res), markup=False)
         return

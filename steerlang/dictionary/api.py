@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from steerlang.atomic import remove_stale_temps, replace_dir, temp_dir_beside, write_text
+from steerlang.atomic import remove_stale_temps, replace_dir, write_text
 from steerlang.dictionary.harvest import check_layers, harvest
 from steerlang.dictionary.source import MANIFEST, ActivationSource, read_manifest
 from steerlang.errors import InputError, ModelLoadError, SteerError
@@ -47,13 +47,15 @@ def harvested(
     acts_dir: str | os.PathLike | None = None,
     on_batch: Callable[[int], None] | None = None,
     prompts: str = "describe",
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """A shard folder of all layers for `count` scenes of stream `seed` under `prompts` (describe or
-    questions, see `harvest_examples`); harvested once, then reused.
+    questions, see `steerlang.dictionary.toy_harvest`); harvested once, then reused.
 
-    The shards are written in a hidden sibling (``.<name>.partial-<pid>-...``) that is renamed into
-    place once complete, so an interrupted harvest never leaves a half folder at the path (and two
-    processes filling the same cache entry do not write into one folder)."""
+    The toy world is read as the dataset ``toyworld:SEED:COUNT`` through `harvest_dataset`, which
+    writes the shards in a hidden sibling (``.<name>.partial``) renamed into place once complete:
+    an interrupted harvest never leaves a half folder at the path, a rerun continues it from its
+    last complete shard, and a second process filling the same cache entry waits for the first."""
     from steerlang.world.model import load_model
 
     root = Path(acts_dir) if acts_dir else _acts_root(model, seed, count, prompts)
@@ -65,17 +67,96 @@ def harvested(
         if acts_dir is not None and not _only_shards(root):
             raise InputError(f"--out: {root} is not empty and holds no finished harvest; give a new folder for the activations")
         shutil.rmtree(root)  # an interrupted harvest of an older steerlang (shards, no manifest)
-    remove_stale_temps(root, "partial")
+    remove_stale_temps(root, "partial")  # the per-process temporary folders of an older steerlang
     bundle = load_model(model)
-    partial = temp_dir_beside(root, "partial")
+    return harvest(bundle, root, seed=seed, count=count, on_batch=on_batch, prompts=prompts, log=log)
+
+
+DATA_BATCH = 16  # samples per forward when harvesting a dataset
+
+
+def harvested_dataset(
+    model: str,
+    data: str | os.PathLike,
+    *,
+    layers: Sequence[int] | None = None,
+    caption_column: str = "text",
+    prompt_column: str | None = None,
+    split: str | None = None,
+    prompt: str | None = None,
+    max_samples: int | None = None,
+    batch_size: int = DATA_BATCH,
+    shard_size: int = 65536,
+    dtype: str = "float32",
+    acts_dir: str | os.PathLike | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """A shard folder of `layers` (None: all) of `model` over the dataset `data` (a corpus folder, a
+    save_to_disk folder, or ``toyworld:SEED:COUNT``): `acts_dir` when given, else an entry of the
+    harvest cache (``$STEERLANG_CACHE/acts``) keyed on the model's weights, the dataset, the prompt
+    and the settings. A cached harvest of the same data whose layers include `layers` is reused.
+    Resumable like every harvest (`harvest_dataset`)."""
+    from steerlang.data.api import open_dataset
+    from steerlang.dictionary.harvest import harvest_dataset
+    from steerlang.world.model import load_model
+
+    torch_dtype = _activation_dtype(dtype)
+    layers = all_layers(model) if layers is None else sorted(set(layers))
+    ds = open_dataset(data, caption_column, prompt_column=prompt_column, split=split)
+    if acts_dir is not None:
+        root = Path(acts_dir)
+        if (root / MANIFEST).exists() and _has_layers(root, layers):
+            return root
+    else:
+        key = {"data": _data_key(ds), "model_files": _model_files(model), "prompt": prompt, "max_samples": max_samples,
+               "batch_size": batch_size, "shard_size": shard_size, "dtype": dtype}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+        base = f"{_model_key(model)}-data-{digest}"
+        for found in sorted((cache_root() / "acts").glob(f"{base}-L*")):
+            if (found / MANIFEST).exists() and _has_layers(found, layers):
+                return found
+        root = cache_root() / "acts" / f"{base}-L{'_'.join(str(la) for la in layers)}"
+    bundle = load_model(model)
+    return harvest_dataset(bundle, ds, layers, root, prompt=prompt, batch_size=batch_size, shard_size=shard_size,
+                           max_samples=max_samples, on_batch=on_batch, dtype=torch_dtype, log=log)
+
+
+def _activation_dtype(name: str) -> Any:
+    import torch
+
+    dtypes = {"float32": torch.float32, "float16": torch.float16}
+    if name not in dtypes:
+        raise InputError(f"--dtype: activations are stored as float32 or float16, got {name!r}")
+    return dtypes[name]
+
+
+def _has_layers(root: Path, layers: Sequence[int]) -> bool:
     try:
-        harvest(bundle, partial, seed=seed, count=count, on_batch=on_batch, prompts=prompts)
-        if not (root / MANIFEST).exists():  # else another process finished the same harvest first
-            replace_dir(partial, root)
-    finally:
-        if partial.exists():
-            shutil.rmtree(partial, ignore_errors=True)
-    return root
+        return set(layers) <= set(read_manifest(root)["layers"])
+    except InputError:
+        return False
+
+
+def _model_files(model: str) -> list[Any]:
+    """Names, sizes and times of a model folder's files (its weights may be sharded, which
+    `_model_key` does not hash), so a model saved again in the same folder gets new cache entries."""
+    from steerlang.world.model import shipped_model_path
+
+    path = shipped_model_path() if model == "toyworld" else Path(model)
+    if not path.is_dir():
+        return []
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(path.iterdir()) if f.is_file()]
+
+
+def _data_key(ds: Any) -> dict[str, Any]:
+    """What identifies a dataset's content for the cache: where it is, its columns, and its files'
+    sizes and times (a corpus edited since gets a new entry)."""
+    from steerlang.dictionary.harvest import _dataset_fingerprint
+
+    return {"kind": ds.kind, "location": ds.location, "caption_column": getattr(ds, "caption_column", None),
+            "prompt_column": getattr(ds, "prompt_column", None), "split": getattr(ds, "split", None),
+            "fingerprint": _dataset_fingerprint(ds)}
 
 
 def _acts_root(model: str, seed: int, count: int, prompts: str = "describe") -> Path:
@@ -123,16 +204,34 @@ def train_dictionary(
     progress: bool = True,
     on_step: Callable[[int, dict[str, float] | None], None] | None = None,
     on_harvest: Callable[[int], None] | None = None,
+    data: str | os.PathLike | None = None,
+    caption_column: str = "text",
+    prompt_column: str | None = None,
+    split: str | None = None,
+    prompt: str | None = None,
+    max_samples: int | None = None,
+    on_log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train one dictionary on harvested activations and save it (SAELens folder + card) at `out`.
 
-    ``on_harvest(n)`` is called per batch of harvested scenes (only when they are not cached yet),
+    The activations are the toy world's `count` training scenes (stream 2), or, with `data`, the
+    dataset `data` (a corpus folder, a save_to_disk folder, or ``toyworld:SEED:COUNT``; read with
+    `caption_column`, `prompt_column`, `split`, under `prompt`, at most `max_samples` samples),
+    harvested at `layer` through the harvest cache (`harvested_dataset`), or read from `acts_dir`.
+    ``on_harvest(n)`` is called per batch of harvested samples (only when they are not cached yet),
     ``on_step(done, last_logged)`` per training step; see `train_sae`."""
     from steerlang.dictionary.io import compute_card_stats, save_dictionary
     from steerlang.dictionary.train import TrainConfig, train_sae
 
     check_train_args(model, layer, modality)  # before any harvesting
-    acts = harvested(model, seed=TRAIN_SCENE_SEED, count=count, acts_dir=acts_dir, on_batch=on_harvest)
+    if data is not None:
+        acts = harvested_dataset(model, data, layers=[layer], caption_column=caption_column, prompt_column=prompt_column,
+                                 split=split, prompt=prompt, max_samples=max_samples, acts_dir=acts_dir,
+                                 on_batch=on_harvest, log=on_log)
+        trained_on: dict[str, Any] = {"data": {"dataset": str(data), "samples": read_manifest(acts).get("metadata", {}).get("samples")}}
+    else:
+        acts = harvested(model, seed=TRAIN_SCENE_SEED, count=count, acts_dir=acts_dir, on_batch=on_harvest, log=on_log)
+        trained_on = {"scenes": {"seed": TRAIN_SCENE_SEED, "count": count}}
     src = source_for(acts, layer, modality)
     hook = f"model.language_model.layers.{layer}.input" if layer < n_blocks(model) else f"model.language_model.layers.{layer - 1}.output"
     cfg = TrainConfig(
@@ -150,7 +249,7 @@ def train_dictionary(
         "hook": hook,
         "stats": compute_card_stats(result.sae, src, max_rows=200_000),
         "training": {"seconds": round(seconds, 1), "tokens_per_s": round(steps * batch_size / seconds),
-                     "scenes": {"seed": TRAIN_SCENE_SEED, "count": count}, "last": result.history[-1] if result.history else None},
+                     **trained_on, "last": result.history[-1] if result.history else None},
     }
     save_dictionary(result.sae, out, card)
     stats = card["stats"]
@@ -171,6 +270,26 @@ def check_train_args(model: str, layer: int, modality: str) -> None:
     n = n_blocks(model)
     if not 0 <= layer <= n:
         raise InputError(f"--layer: {layer} is out of range; this model has layers 0 (LM input) to {n} (last block's output)")
+
+
+def check_data_prompt(model: str, prompt: str | None = None, prompt_column: str | None = None) -> None:
+    """A dataset harvest of a model with no chat template and no prompt of its own needs `prompt`
+    (or per-row prompts): the one-line error `harvest_dataset` would give, from the model's folder
+    and processor alone (no weights read), so the CLI can say it before drawing progress bars."""
+    if prompt or prompt_column:
+        return
+    from steerlang.dictionary.harvest import MODEL_PROMPT_FILE
+    from steerlang.world.model import shipped_model_path
+
+    path = shipped_model_path() if model == "toyworld" else Path(model)
+    if (path / MODEL_PROMPT_FILE).is_file():  # a steerlang model folder: its own prompt (`model_prompt`)
+        return
+    from steerlang.models.loader import load_processor
+
+    if getattr(load_processor(path if path.exists() else model), "chat_template", None):
+        return
+    raise InputError(f"--prompt: {Path(model).name or model} has no chat template and no prompt of its own; give the "
+                     "prompt to ask with each image, e.g. --prompt \"Describe the image.\"")
 
 
 def evaluate_dictionary(path: str | os.PathLike, *, model: str | None = None, count: int = 500,
@@ -216,7 +335,8 @@ def n_blocks(model: str) -> int:
         cfg = AutoConfig.from_pretrained(str(shipped_model_path()) if model == "toyworld" else model)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"--model: cannot read the config of {model!r}: {str(exc).splitlines()[0]}") from None
-    return int(cfg.text_config.num_hidden_layers)
+    text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else getattr(cfg, "text_config", cfg)
+    return int(text.num_hidden_layers)
 
 
 def all_layers(model: str) -> list[int]:

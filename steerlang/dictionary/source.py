@@ -20,6 +20,10 @@ Shard folder format (version 1; the harvester writes exactly this through `Shard
                  "modality_counts": [n_image, n_prompt, n_caption]}, ...],
      "metadata": {...free...}}
 
+(`harvest_dataset` puts the harvest's settings under ``metadata.harvest``, the number of samples
+under ``metadata.samples`` and the dataset's report of good samples and bad rows under
+``metadata.data``.)
+
 Each shard holds, for its ``N`` rows (token positions):
 
 - ``acts.L{layer}`` [N, d_in] float16 or float32, one tensor per harvested layer. Layer L is the
@@ -28,7 +32,7 @@ Each shard holds, for its ``N`` rows (token positions):
   block's output. Key examples: ``acts.L0``, ``acts.L5``.
 - ``modality`` [N] uint8: 0 = image token, 1 = prompt text, 2 = caption text.
 - ``cell`` [N] int16: image patch index for image tokens, -1 for text.
-- ``scene`` [N] int32: the scene (sample) id.
+- ``scene`` [N] int32: the sample's row in its dataset (the scene index for the toy world).
 - ``position`` [N] int32: the token position in the sequence.
 
 Reading streams shard by shard (``safe_open``), so a corpus larger than RAM works: the shuffled
@@ -41,7 +45,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +97,9 @@ class ShardWriter:
 
     Shards are written whole (temp file then rename); ``manifest.json`` is written by ``close``
     only, so an interrupted harvest leaves a folder that readers refuse rather than half-read.
+    ``on_shard(entry)`` is called after each shard file is in place (the harvester records its
+    progress there); ``resume`` lists the manifest entries of shards already in the folder (from an
+    interrupted harvest), which the writer keeps and numbers on from.
     """
 
     def __init__(
@@ -106,19 +113,37 @@ class ShardWriter:
         dtype: torch.dtype = torch.float16,
         created_by: str = "steerlang",
         metadata: Mapping[str, Any] | None = None,
+        resume: Sequence[Mapping[str, Any]] | None = None,
+        on_shard: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.dir = Path(out_dir)
-        if self.dir.exists() and any(self.dir.iterdir()):
+        if resume is None and self.dir.exists() and any(self.dir.iterdir()):
             raise InputError(f"{self.dir}: folder is not empty; give a new folder for the activations")
         if dtype not in (torch.float16, torch.float32):
             raise InputError(f"activations dtype must be float16 or float32, got {dtype}")
+        if shard_rows < 1:
+            raise InputError(f"shard size must be at least 1 row, got {shard_rows}")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.layers, self.d_in, self.shard_rows, self.dtype = list(layers), d_in, shard_rows, dtype
         self.model, self.created_by, self.metadata = model, created_by, dict(metadata or {})
+        self.on_shard = on_shard
         self._pending: list[dict[str, Tensor]] = []
         self._pending_rows = 0
-        self._shards: list[dict[str, Any]] = []
+        self._shards: list[dict[str, Any]] = [dict(s) for s in resume or ()]
+        for s in self._shards:
+            if not (self.dir / s["file"]).is_file():
+                raise InputError(f"{self.dir / s['file']}: missing; cannot resume this harvest")
         self._closed = False
+
+    @property
+    def shards(self) -> list[dict[str, Any]]:
+        """The manifest entries of the shards written so far (resumed ones included)."""
+        return [dict(s) for s in self._shards]
+
+    @property
+    def rows_written(self) -> int:
+        """Rows in the shards written so far (rows still pending are not counted)."""
+        return sum(int(s["rows"]) for s in self._shards)
 
     def add(
         self,
@@ -165,6 +190,8 @@ class ShardWriter:
             tmp.unlink(missing_ok=True)
         counts = torch.bincount(shard["modality"].long(), minlength=3)[:3].tolist()
         self._shards.append({"file": name, "rows": n, "modality_counts": counts})
+        if self.on_shard is not None:
+            self.on_shard(dict(self._shards[-1]))
 
     def close(self) -> Path:
         """Write the last partial shard and the manifest; returns the folder."""

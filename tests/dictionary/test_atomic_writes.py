@@ -195,24 +195,24 @@ def test_resume_falls_back_from_a_truncated_checkpoint(acts, tmp_path) -> None:
 # -- harvests --------------------------------------------------------------------------------
 def test_an_interrupted_harvest_leaves_nothing_at_the_path(tmp_path, monkeypatch) -> None:
     from steerlang.dictionary import api
+    from steerlang.dictionary.harvest import harvest
     from steerlang.world import model as world_model
 
-    monkeypatch.setattr(world_model, "load_model", lambda *_a, **_k: None)
+    proc = world_model.build_processor()
+    bundle = world_model.ModelBundle("tiny", world_model.build_toy_model(len(proc.tokenizer), seed=1).eval(), proc)
+    monkeypatch.setattr(world_model, "load_model", lambda *_a, **_k: bundle)
 
-    def interrupted(_bundle, out, **_kw):
-        w = ShardWriter(out, [0], 4, dtype=torch.float32, shard_rows=2)
-        w.add({0: torch.zeros(3, 4)}, modality=torch.zeros(3), cell=torch.zeros(3), scene=torch.zeros(3), position=torch.zeros(3))
-        raise KeyboardInterrupt  # a shard is on disk, the manifest is not
+    def stop(_n: int) -> None:
+        raise KeyboardInterrupt  # after the first batch: complete shards are on disk, the manifest is not
 
-    monkeypatch.setattr(api, "harvest", interrupted)
+    small = {"batch_size": 2, "shard_rows": 60}
+    monkeypatch.setattr(api, "harvest", lambda b, out, **kw: harvest(b, out, **{**kw, **small, "on_batch": stop}))
     with pytest.raises(KeyboardInterrupt):
         api.harvested("toyworld", seed=2, count=5, acts_dir=tmp_path / "acts")
-    assert list(tmp_path.iterdir()) == []
+    # nothing at the path; the hidden partial folder keeps the complete shards for the rerun to resume
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".acts.partial"]
 
-    def complete(_bundle, out, **_kw):
-        ShardWriter(out, [0], 4, dtype=torch.float32).close()
-
-    monkeypatch.setattr(api, "harvest", complete)
+    monkeypatch.setattr(api, "harvest", lambda b, out, **kw: harvest(b, out, **{**kw, **small}))
     assert (api.harvested("toyworld", seed=2, count=5, acts_dir=tmp_path / "acts") / "manifest.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["acts"]
     # a folder of the user's that is not a harvest is refused, never deleted

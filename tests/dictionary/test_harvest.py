@@ -109,3 +109,34 @@ def test_question_harvest_asks_present_and_absent_kinds(bundle: ModelBundle, tmp
     assert manifest["metadata"]["prompts"] == "questions"
     _, lab = ActivationSource.from_shards(out, 1, "both").load(with_labels=True)
     assert int((lab["modality"] == 2).sum()) == 3 * 2  # yes / no, then </s>
+
+
+@pytest.mark.parametrize("prompts", ["describe", "questions"])
+def test_the_toy_harvest_is_the_collated_batches_it_always_was(tmp_path, prompts) -> None:
+    """The toy world's own harvest (now through harvest_dataset and the model's adapter) gives, bit for
+    bit, what the harvester computed before it: the collated teacher-forced batches of 64 scenes
+    (`scene_batch`), labelled by `position_labels`, run whole through the model."""
+    from steerlang.dictionary.harvest import position_labels, scene_batch
+    from steerlang.world.model import load_model
+
+    toy = load_model("toyworld")
+    out = harvest(toy, tmp_path / "acts", seed=2, count=70, prompts=prompts)  # blocks of 64 and 6 scenes
+    layers = list(range(5))
+    want: dict[str, list[torch.Tensor]] = {k: [] for k in ("x0", "x4", "modality", "cell", "scene", "position")}
+    for start in (0, 64):
+        ids = range(start, min(70, start + 64))
+        batch = scene_batch(toy, 2, ids, prompts)
+        keep, modality, cell = position_labels(toy, batch)
+        with LayerCapture(toy, layers) as cap, torch.no_grad():
+            toy.model(**{k: v for k, v in batch.items() if k != "labels"})
+        want["x0"].append(cap.captured[0][keep])
+        want["x4"].append(cap.captured[4][keep])
+        want["modality"].append(modality[keep])
+        want["cell"].append(cell[keep])
+        want["scene"].append(torch.tensor(list(ids), dtype=torch.int32)[:, None].expand_as(keep)[keep])
+        want["position"].append(torch.arange(keep.shape[1], dtype=torch.int32)[None].expand_as(keep)[keep])
+    x0, lab = ActivationSource.from_shards(out, 0, "both").load(with_labels=True)
+    x4 = ActivationSource.from_shards(out, 4, "both").load()
+    assert torch.equal(x0, torch.cat(want["x0"])) and torch.equal(x4, torch.cat(want["x4"]))
+    for key in ("modality", "cell", "scene", "position"):
+        assert torch.equal(lab[key], torch.cat(want[key])), key
