@@ -19,7 +19,7 @@ from rich.text import Text
 from steerlang.cli import app, out_console, user_errors
 from steerlang.errors import InputError
 
-_DICT_HELP = "Concept set: \"toyworld\" or a concept-set folder."
+_DICT_HELP = "Concept set: \"toyworld\", a concept-set folder, or raw SAEs (an SAE folder or file, or a folder of them)."
 _NOT_MEASURED = "-"
 
 
@@ -61,6 +61,9 @@ def features_cmd(
     from steerlang.dictionary.concepts import load_concept_set
 
     cs = load_concept_set(dictionary)
+    if cs.is_raw:
+        _raw_features(cs, query, as_json)
+        return
     rows = list_features(cs, query)
     if query and not rows:
         raise _no_match(query, cs.names())
@@ -96,10 +99,15 @@ def show_cmd(
     from steerlang.world.model import load_model
 
     cs = load_concept_set(dictionary)
+    if cs.is_raw and cs.by_key(concept) is None:
+        hint = cs.id_hint(*concept.split("#", 1)) if concept.split("#", 1)[-1].isdigit() else None  # type: ignore[attr-defined]
+        raise InputError(f"CONCEPT: no latent {concept!r} in {cs.name}: {hint or cs.how_to_address()}")  # type: ignore[attr-defined]
     c = find_concept(cs, concept)
     card = concept_card(c)
-    card["frequency"] = _frequency(card["frequency"], card["detection"])
+    card["frequency"] = None if cs.is_raw else _frequency(card["frequency"], card["detection"])
     if any(g.modality == "image" for g in c.groups):
+        if not (model or cs.model):
+            raise InputError(f"--model: {cs.name} does not name the model its SAEs were trained on; pass --model")
         path = out or Path(f"{c.name.replace('/', '_')}.png")
         save_png(top_patch_grid(load_model(model or cs.model), cs, c), path)
         card["picture"] = str(path)
@@ -115,3 +123,46 @@ def show_cmd(
                           markup=False)
     if "picture" in card:
         out_console.print(f"wrote {card['picture']}", markup=False)
+
+
+def _raw_features(cs: Any, query: str | None, as_json: bool) -> None:
+    """`steer features` on raw SAEs: no named concepts; how to address latents, and the SAEs (or one latent)."""
+    if query and "#" in query:
+        c = cs.by_key(query)
+        if c is None:
+            space, _, index = query.partition("#")
+            raise InputError(f"no latent {query!r} in {cs.name}: {cs.id_hint(space, int(index)) if index.isdigit() else cs.how_to_address()}")
+        rows = [{"id": c.key, "layer": g.layer, "modality": g.modality, "latent": c.index, "sae": str(cs.slots[(g.layer, g.modality)].path),
+                 **_latent_stats(cs.slots[(g.layer, g.modality)].path, c.index)} for g in c.groups]
+    elif query:
+        raise InputError(f"no concept matches {query!r}: {cs.how_to_address()}")
+    else:
+        rows = cs.rows()
+    if as_json:
+        for r in rows:
+            out_console.print(json.dumps(r), markup=False)
+        return
+    out_console.print(cs.how_to_address(), markup=False, soft_wrap=True)
+    if not (query and "#" in query):  # per SAE: what a person needs to write a program
+        rows = [{"layer": r["layer"], "modality": r["modality"], "ids": r["ids"],
+                 "architecture": r["architecture"] + (f" k={r['k']}" if r["k"] else ""), "format": r["format"],
+                 "hook": r["hook_name"] or "-", "path": r["path"]} for r in rows]
+    table = Table()
+    for key in rows[0] if rows else ("layer",):
+        table.add_column(key, overflow="fold")
+    for r in rows:
+        table.add_row(*(_num(v) for v in r.values()))
+    out_console.print(table)
+
+
+def _latent_stats(sae: Path, index: int) -> dict[str, Any]:
+    """A latent's firing frequency and mean activation from its SAE's card.json (steerlang's), if any."""
+    from steerlang.dictionary.io import load_card
+
+    stats = ((load_card(sae) if sae.is_dir() else None) or {}).get("stats") or {}
+    out = {}
+    for key in ("firing_frequency", "mean_activation"):
+        values = stats.get(key)
+        if isinstance(values, list) and index < len(values):
+            out[key] = values[index]
+    return out

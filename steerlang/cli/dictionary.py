@@ -288,8 +288,9 @@ def _train_interrupted(out: Path, work_dir: Path | None) -> str:
 @dict_app.command("eval")
 @user_errors
 def eval_cmd(
-    path: Path = typer.Argument(..., help="A dictionary folder."),
+    path: Path = typer.Argument(..., help="A dictionary: a folder (steerlang, SAELens, sparsify, dictionary_learning) or a Gemma Scope params.npz."),
     model: str | None = typer.Option(None, "--model", help="Default: the model named in the card."),
+    layer: int | None = typer.Option(None, "--layer", min=0, help="The layer it reads (steerlang's: the stream entering block L), for a file that does not say."),
     count: int = typer.Option(500, "--count", min=1, help="Held-out scenes for reconstruction metrics."),
     splice_count: int = typer.Option(300, "--splice-count", min=1, help="Held-out scenes for the spliced loss."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
@@ -299,7 +300,7 @@ def eval_cmd(
 
     with on_interrupt(lambda: "nothing written; rerun the same command to start again"):
         with err_console.status(f"evaluating {path}") as status:
-            res = evaluate_dictionary(path, model=model, count=count, splice_count=splice_count,
+            res = evaluate_dictionary(path, model=model, count=count, splice_count=splice_count, layer=layer,
                                       on_phase=lambda what: status.update(f"evaluating {path}: {what}"))
     if as_json:
         out_console.print(json.dumps(res), markup=False)

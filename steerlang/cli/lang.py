@@ -12,8 +12,8 @@ from steerlang.cli import app, err_console, out_console, user_errors
 from steerlang.lang import LangError, format_program, read_program
 from steerlang.lang.concepts import ConceptTable
 
-_DICTIONARY_HELP = ("Concept set to resolve names and layers against: \"toyworld\", a concept-set folder, or a JSON "
-                    "concept list (default: the program's `dictionary`, else toyworld, as `steer run` does).")
+_DICTIONARY_HELP = ("Concept set to resolve names and layers against: \"toyworld\", a concept-set folder, raw SAEs "
+                    "(an SAE folder or file, or a folder of them), or a JSON concept list (default: the program's `dictionary`, else toyworld, as `steer run` does).")
 
 
 def _report(exc: LangError) -> None:

@@ -24,7 +24,8 @@ from steerlang.errors import SteerError
 from steerlang.lang import LangError
 
 _MODEL_HELP = "Model: \"toyworld\", a folder saved with save_pretrained, or a hub id (default: the program's `model`, else toyworld)."
-_DICT_HELP = "Concept set: \"toyworld\" or a concept-set folder (default: the program's `dictionary`, else toyworld)."
+_DICT_HELP = ("Concept set: \"toyworld\", a concept-set folder, or raw SAEs (an SAE folder or file, or a folder of them; "
+             "latents are then image#N / text#N) (default: the program's `dictionary`, else toyworld).")
 FEW_IMAGES = 8
 """Runs on more images than this show their progress on stderr even when it is not a terminal."""
 

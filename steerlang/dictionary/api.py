@@ -220,6 +220,7 @@ def train_dictionary(
     harvested at `layer` through the harvest cache (`harvested_dataset`), or read from `acts_dir`.
     ``on_harvest(n)`` is called per batch of harvested samples (only when they are not cached yet),
     ``on_step(done, last_logged)`` per training step; see `train_sae`."""
+    from steerlang.dictionary.hooknames import tl_hook_name
     from steerlang.dictionary.io import compute_card_stats, save_dictionary
     from steerlang.dictionary.train import TrainConfig, train_sae
 
@@ -233,7 +234,8 @@ def train_dictionary(
         acts = harvested(model, seed=TRAIN_SCENE_SEED, count=count, acts_dir=acts_dir, on_batch=on_harvest, log=on_log)
         trained_on = {"scenes": {"seed": TRAIN_SCENE_SEED, "count": count}}
     src = source_for(acts, layer, modality)
-    hook = f"model.language_model.layers.{layer}.input" if layer < n_blocks(model) else f"model.language_model.layers.{layer - 1}.output"
+    n = n_blocks(model)
+    hook = tl_hook_name(layer, n)  # blocks.L.hook_resid_pre, or blocks.{n-1}.hook_resid_post for L = n
     cfg = TrainConfig(
         arch=arch, d_sae=latents, k=k, l1_coeff=l1_coeff, lr=lr, batch_size=batch_size, steps=steps,
         dead_method=dead_method, whiten=whiten, seed=seed, decay_frac=0.2,
@@ -251,7 +253,7 @@ def train_dictionary(
         "training": {"seconds": round(seconds, 1), "tokens_per_s": round(steps * batch_size / seconds),
                      **trained_on, "last": result.history[-1] if result.history else None},
     }
-    save_dictionary(result.sae, out, card)
+    save_dictionary(result.sae, out, card, n_layers=n)
     stats = card["stats"]
     return {"out": str(out), "layer": layer, "modality": modality, "latents": latents, "k": k if arch == "topk" else None,
             "steps": steps, "seconds": round(seconds, 1), "tokens_per_s": card["training"]["tokens_per_s"],
@@ -293,10 +295,11 @@ def check_data_prompt(model: str, prompt: str | None = None, prompt_column: str 
 
 
 def evaluate_dictionary(path: str | os.PathLike, *, model: str | None = None, count: int = 500,
-                        splice_count: int = 300, max_rows: int | None = None,
+                        splice_count: int = 300, max_rows: int | None = None, layer: int | None = None,
                         on_phase: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Reconstruction metrics on held-out scenes and the spliced next-token loss; ``on_phase(what)``
-    names each stage as it starts (the CLI shows it in a spinner)."""
+    names each stage as it starts (the CLI shows it in a spinner). ``layer`` (steerlang's) is for a
+    file that does not say which layer it reads (e.g. a Gemma Scope params.npz outside its layer_L folder)."""
     from steerlang.dictionary.io import load_card, load_dictionary
     from steerlang.dictionary.metrics import reconstruction_metrics
     from steerlang.dictionary.splice import spliced_loss
@@ -308,11 +311,13 @@ def evaluate_dictionary(path: str | os.PathLike, *, model: str | None = None, co
         raise InputError(f"{path}: the card names no model; pass --model")
     on_phase(f"loading {model}")
     bundle = load_model(model)
-    sae = load_dictionary(path, expected_d_in=int(bundle.model.config.text_config.hidden_size))
+    sae = load_dictionary(path, expected_d_in=int(bundle.model.config.text_config.hidden_size),
+                          n_layers=int(bundle.model.config.text_config.num_hidden_layers), layer=layer)
     layer = sae.cfg.layer if sae.cfg.layer is not None else card.get("layer")
     modality = sae.cfg.modality or card.get("modality") or "both"
     if layer is None:
-        raise InputError(f"{path}: the dictionary does not say which layer it reads; it is not a steerlang dictionary")
+        raise InputError(f"{path}: the dictionary does not say which layer it reads (no hook name); pass --layer L "
+                         "(steerlang's layer: the residual stream entering block L)")
     check_layers(bundle, [int(layer)])
     on_phase(f"held-out activations ({count} scenes)")
     acts = harvested(model, seed=EVAL_SCENE_SEED, count=count)

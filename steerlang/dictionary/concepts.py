@@ -39,7 +39,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from steerlang.atomic import chmod_default
-from steerlang.errors import DictionaryError
+from steerlang.errors import DictionaryError, InputError
 from steerlang.lang.concepts import ConceptInfo
 
 Modality = Literal["image", "text"]
@@ -136,6 +136,7 @@ class ConceptSet:
     layer_numbers: list[int]
     concepts: list[Concept]
     sae_paths: dict[tuple[int, str], Path]
+    is_raw = False  # True for `rawset.RawConceptSet`: SAE files with no named concepts
 
     # -- ConceptTable protocol (what the language checker needs) -------------------------------
     @property
@@ -211,6 +212,14 @@ class ConceptSet:
                 return {k: f.get_tensor(k) for k in f.keys()}
         except Exception as exc:  # safetensors raises its own error types
             raise DictionaryError(f"{path}: unreadable ({exc}); rebuild the concept set") from None
+
+    def check_model(self, n_layers: int, hidden_size: int, model: str) -> None:
+        """Refuse a model this set was not built for (its layers out of the model's range); the
+        runtime calls it when a session starts. SAE widths are checked when an SAE is first used."""
+        bad = [la for la in self.layer_numbers if not 0 <= la <= n_layers]
+        if bad:
+            raise InputError(f"dictionary {self.name!r} has layer {bad[0]} but model {model!r} has layers 0 to "
+                             f"{n_layers}: it was built for another model")
 
     def background(self, layer: int) -> Tensor | None:
         """[n_patches, d] blank-image hidden states at `layer`, or None if not recorded."""
@@ -300,17 +309,20 @@ def verify_recorded(root: Path, path: Path, files: dict[str, Any]) -> None:
 
 
 def load_concept_set(path: str | os.PathLike) -> ConceptSet:
-    """Load a concept set folder (see the module docstring), validating its index files."""
+    """Load a concept set folder (see the module docstring), validating its index files; a folder
+    (or file) holding SAE files instead is loaded as raw SAEs (`rawset.load_raw_set`: no named
+    concepts, latents addressed as image#N / text#N)."""
     from steerlang.resources import data_path
 
     root = Path(path)
     if str(path) == "toyworld" and not root.exists():
         root = data_path("dictionaries", "toyworld")
     if not root.exists():
-        raise DictionaryError(f'no such folder: {path} (give a concept-set folder or the name "toyworld")')
-    if not root.is_dir():
-        raise DictionaryError(f'{path} is a file, not a concept-set folder (give a folder holding {SAES} and '
-                              f'{CONCEPTS}, or the name "toyworld")')
+        raise DictionaryError(f'no such folder: {path} (give a concept-set folder, an SAE folder, or the name "toyworld")')
+    if not (root.is_dir() and (root / CONCEPTS).exists()):
+        from steerlang.dictionary.rawset import load_raw_set
+
+        return load_raw_set(root)  # SAE files (or saes.json alone), or an error naming the files expected
     for f in (SAES, CONCEPTS):
         if not (root / f).exists():
             raise DictionaryError(f"{root}: missing {f}; is this a steerlang concept set folder?")

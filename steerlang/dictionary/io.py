@@ -1,11 +1,15 @@
-"""Dictionary files: SAELens v6 folders (+ our card), SAELens 5 folders, Gemma Scope ``params.npz``.
+"""Dictionary files: we write SAELens v6 folders (+ our card); we read those and other tools' files
+(`formats.py`: SAELens v6 and older cfg layouts, EleutherAI sparsify, dictionary_learning, Gemma Scope).
 
 A dictionary folder we write::
 
     cfg.json                 SAELens v6 config: architecture ("topk" | "standard" | "jumprelu"),
                              d_in, d_sae, dtype, device, apply_b_dec_to_input,
                              normalize_activations "none", reshape_activations "none", k (topk),
-                             metadata {sae_lens_version, model_name, hook_name, layer, modality, ...}
+                             metadata {sae_lens_version, model_name, hook_name (TransformerLens form:
+                             blocks.L.hook_resid_pre, or blocks.{n-1}.hook_resid_post for the last
+                             layer), steerlang_layer and layer, hf_module + hf_module_io, layers_path,
+                             n_layers (when known), modality, ...}
     sae_weights.safetensors  W_enc [d_in, d_sae], W_dec [d_sae, d_in], b_enc [d_sae], b_dec [d_in]
                              (+ threshold [d_sae] for JumpReLU), float32
     card.json                ours: model, layer, modality, per-latent statistics, transform info
@@ -20,32 +24,39 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
 from steerlang import __version__
 from steerlang.atomic import chmod_default, recover_dir, replace_dir, temp_dir_beside
-from steerlang.dictionary.sae import SAE, SAEConfig, make_sae
+from steerlang.dictionary.formats import CFG, EXPECTED, NPZ, WEIGHTS, detect, not_a_dictionary, read
+from steerlang.dictionary.hooknames import (
+    DEFAULT_LAYERS_PATH,
+    HookSite,
+    hf_module_for_layer,
+    layer_range_text,
+    parse_hook_name,
+    tl_hook_name,
+)
+from steerlang.dictionary.sae import SAE, SAEConfig
 from steerlang.dictionary.source import ActivationSource, as_source
 from steerlang.errors import DictionaryError
 
-CFG, WEIGHTS, CARD, NPZ = "cfg.json", "sae_weights.safetensors", "card.json", "params.npz"
+CARD = "card.json"
 SAELENS_LAYOUT_VERSION = "6.0.0"
 _ARCH_TO_SAELENS = {"topk": "topk", "relu": "standard", "jumprelu": "jumprelu"}
-_ARCH_FROM_FILE = {"topk": "topk", "standard": "relu", "relu": "relu", "jumprelu": "jumprelu"}
+__all__ = ["CARD", "CFG", "NPZ", "WEIGHTS", "check_fits", "compute_card_stats", "hook_metadata", "load_card",
+           "load_dictionary", "sae_lens_cfg", "save_dictionary"]
 DENSE_FREQ = 0.05  # METRICS.md: a latent firing on more than 5% of tokens is "dense"
 
 
 # -- saving ---------------------------------------------------------------------------------
-def sae_lens_cfg(sae: SAE) -> dict[str, Any]:
-    """The SAELens v6 ``cfg.json`` dict for ``sae``."""
+def sae_lens_cfg(sae: SAE, *, n_layers: int | None = None, layers_path: str | None = None) -> dict[str, Any]:
+    """The SAELens v6 ``cfg.json`` dict for ``sae`` (hook names: `hook_metadata`)."""
     c = sae.cfg
     cfg: dict[str, Any] = {
         "architecture": _ARCH_TO_SAELENS[c.architecture],
@@ -64,7 +75,7 @@ def sae_lens_cfg(sae: SAE) -> dict[str, Any]:
         **c.metadata,
         "sae_lens_version": SAELENS_LAYOUT_VERSION,
         "model_name": c.model_name,
-        "hook_name": c.hook_name,
+        **hook_metadata(c, n_layers=n_layers, layers_path=layers_path),
         "layer": c.layer,
         "modality": c.modality,
         "l1_coeff": c.l1_coeff,
@@ -73,9 +84,43 @@ def sae_lens_cfg(sae: SAE) -> dict[str, Any]:
     return cfg
 
 
-def save_dictionary(sae: SAE, out_dir: str | Path, card: dict[str, Any] | None = None) -> Path:
+def hook_metadata(c: SAEConfig, *, n_layers: int | None = None, layers_path: str | None = None) -> dict[str, Any]:
+    """Where the SAE reads, for ``cfg.json``'s metadata: ``hook_name`` in TransformerLens form (what
+    SAELens and other tools understand: `blocks.L.hook_resid_pre` for L < n, `blocks.{n-1}.hook_resid_post`
+    for L = n), ``steerlang_layer``, and the Hugging Face module a forward hook reads it from
+    (``hf_module`` + ``hf_module_io`` "input"/"output", ``layers_path``, ``n_layers`` when known).
+
+    Without a layer the hook name is written as given. Without ``n_layers`` (nor ``metadata.n_layers``)
+    the last layer cannot be told from the others: a given name that reads a block's output (the
+    old `...layers.{L-1}.output`) keeps that form, otherwise `blocks.L.hook_resid_pre` is written.
+    """
+    if c.layer is None:
+        return {"hook_name": c.hook_name}
+    n = n_layers if n_layers is not None else c.metadata.get("n_layers")
+    given: HookSite | None = None
+    if c.hook_name:
+        try:
+            given = parse_hook_name(c.hook_name)
+        except DictionaryError:
+            given = None
+    if given is not None and given.layer != c.layer:
+        given = None  # the layer number wins over a name that disagrees with it
+    io = "output" if n is None and given is not None and given.io == "output" and c.layer > 0 else None
+    path = layers_path or c.metadata.get("layers_path") or (given.layers_path if given is not None else None) or DEFAULT_LAYERS_PATH
+    module, side = hf_module_for_layer(c.layer, n, path, io=io)  # type: ignore[arg-type]
+    out = {"hook_name": tl_hook_name(c.layer, n, io=io), "steerlang_layer": c.layer,  # type: ignore[arg-type]
+           "hf_module": module, "hf_module_io": side, "layers_path": path}
+    if n is not None:
+        out["n_layers"] = int(n)
+    return out
+
+
+def save_dictionary(sae: SAE, out_dir: str | Path, card: dict[str, Any] | None = None, *, n_layers: int | None = None,
+                    layers_path: str | None = None) -> Path:
     """Write ``cfg.json``, ``sae_weights.safetensors`` and ``card.json`` atomically; returns the folder.
 
+    ``n_layers`` (the model's decoder blocks) and ``layers_path`` (where they live, e.g.
+    "model.language_model.layers") make the hook names exact (`hook_metadata`).
     An existing ``out_dir`` is replaced only if it holds nothing but dictionary files.
     """
     out = Path(out_dir)
@@ -86,13 +131,14 @@ def save_dictionary(sae: SAE, out_dir: str | Path, card: dict[str, Any] | None =
             raise DictionaryError(f"{out}: exists and is not a dictionary folder ({extra[:3]}); choose a new folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     c = sae.cfg
+    cfg = sae_lens_cfg(sae, n_layers=n_layers, layers_path=layers_path)
     full_card = {
         "format": "steerlang-dictionary-card",
         "version": 1,
         "model": c.model_name,
         "layer": c.layer,
         "modality": c.modality,
-        "hook_name": c.hook_name,
+        "hook_name": cfg["metadata"]["hook_name"],
         "architecture": c.architecture,
         "d_in": c.d_in,
         "d_sae": c.d_sae,
@@ -106,7 +152,7 @@ def save_dictionary(sae: SAE, out_dir: str | Path, card: dict[str, Any] | None =
     try:
         save_file(weights, str(tmp / WEIGHTS))
         chmod_default(tmp / WEIGHTS)  # safetensors writes 0600
-        (tmp / CFG).write_text(json.dumps(sae_lens_cfg(sae), indent=1))
+        (tmp / CFG).write_text(json.dumps(cfg, indent=1))
         (tmp / CARD).write_text(json.dumps(_jsonable(full_card)))
         replace_dir(tmp, out)
     finally:
@@ -129,32 +175,43 @@ def _jsonable(obj: Any) -> Any:
 
 
 # -- loading --------------------------------------------------------------------------------
-def load_dictionary(path: str | Path, *, expected_d_in: int | None = None, dtype: torch.dtype = torch.float32) -> SAE:
-    """Load our folders, SAELens (v6 or v5) folders, or Gemma Scope ``params.npz``; validated.
+def load_dictionary(path: str | Path, *, expected_d_in: int | None = None, n_layers: int | None = None,
+                    layer: int | None = None, dtype: torch.dtype = torch.float32) -> SAE:
+    """Load an SAE written by steerlang or another tool (`formats.py`: SAELens v6 and older cfg
+    layouts, EleutherAI sparsify, dictionary_learning, Gemma Scope ``params.npz``); validated.
 
-    ``expected_d_in`` is the model's hidden size: a dictionary of another width is refused.
-    Every failure is a one-line `DictionaryError` naming the file and the fix.
+    ``cfg.layer`` is steerlang's layer, read from the hook name (`hooknames.py`), the folder name
+    (sparsify hookpoints, Gemma Scope ``layer_L``) or steerlang's own metadata; ``layer`` gives it
+    where the file does not say. ``expected_d_in`` is the model's hidden size: a dictionary of
+    another width is refused; ``n_layers`` the model's number of decoder blocks: an SAE whose hook
+    maps to no layer of the model is refused. Every failure is a one-line `DictionaryError` naming
+    the file and the fix.
     """
     p = Path(path)
     recover_dir(p)
-    if p.is_file() and p.name in (CFG, WEIGHTS, CARD):
-        p = p.parent
-    if p.is_file() and p.suffix == ".npz":
-        sae = _load_npz(p)
-    elif p.is_dir() and (p / CFG).is_file():
-        sae = _load_saelens(p)
-    elif p.is_dir() and (p / NPZ).is_file():
-        sae = _load_npz(p / NPZ)
-    elif not p.exists():
-        raise DictionaryError(f"{p}: no such dictionary; give a folder with {CFG} + {WEIGHTS} or a {NPZ}")
-    else:
-        raise DictionaryError(f"{p}: not a dictionary (no {CFG} or {NPZ}); give a folder written by SAELens or steerlang")
+    if not p.exists():
+        raise DictionaryError(f"{p}: no such dictionary; give a folder with {EXPECTED}")
+    if detect(p) is None:
+        raise not_a_dictionary(p if p.is_dir() else p.parent)
+    sae = read(p, layer=layer)
+    check_fits(sae, path, expected_d_in=expected_d_in, n_layers=n_layers)
+    return sae.to(dtype)
+
+
+def check_fits(sae: SAE, path: str | Path, *, expected_d_in: int | None = None, n_layers: int | None = None,
+               model: str | None = None) -> None:
+    """Refuse an SAE of another width than the model's hidden size, or whose layer the model lacks."""
+    of = f" of {model}" if model else ""
     if expected_d_in is not None and sae.cfg.d_in != expected_d_in:
         raise DictionaryError(
-            f"{path}: dictionary width d_in={sae.cfg.d_in} does not match the model's hidden size {expected_d_in}; "
+            f"{path}: dictionary width d_in={sae.cfg.d_in} does not match the model{of}'s hidden size {expected_d_in}; "
             "use a dictionary trained on this model and layer"
         )
-    return sae.to(dtype)
+    layer = sae.cfg.layer
+    if n_layers is not None and layer is not None and not 0 <= layer <= n_layers:
+        hook = f"hook {sae.cfg.hook_name!r} reads layer {layer}" if sae.cfg.hook_name else f"it reads layer {layer}"
+        raise DictionaryError(f"{path}: {hook}, but the model{of} has {layer_range_text(n_layers)}; "
+                              "use an SAE trained on this model")
 
 
 def load_card(path: str | Path) -> dict[str, Any] | None:
@@ -166,130 +223,6 @@ def load_card(path: str | Path) -> dict[str, Any] | None:
         return json.loads(f.read_text())
     except json.JSONDecodeError as e:
         raise DictionaryError(f"{f}: not valid JSON ({e}); re-save the dictionary") from None
-
-
-def _read_cfg(folder: Path) -> dict[str, Any]:
-    f = folder / CFG
-    try:
-        cfg = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DictionaryError(f"{f}: not valid JSON ({e}); re-save the dictionary") from None
-    if not isinstance(cfg, dict):
-        raise DictionaryError(f"{f}: expected a JSON object; re-save the dictionary")
-    # SAELens 5 and older: hook_point, activation_fn_kwargs.k, boolean normalize_activations.
-    meta = dict(cfg.get("metadata") or {})
-    if "hook_point" in cfg:
-        meta.setdefault("hook_name", cfg["hook_point"])
-    for key in ("model_name", "hook_name"):
-        if key in cfg:
-            meta.setdefault(key, cfg[key])
-    if cfg.get("activation_fn") == "topk" or cfg.get("activation_fn_str") == "topk":
-        cfg.setdefault("architecture", "topk")
-        cfg.setdefault("k", (cfg.get("activation_fn_kwargs") or {}).get("k"))
-    cfg.setdefault("architecture", "standard")
-    if cfg.get("normalize_activations") in (None, False):
-        cfg["normalize_activations"] = "none"
-    cfg["metadata"] = meta
-    missing = [k for k in ("d_in", "d_sae") if k not in cfg] + (["k"] if cfg["architecture"] == "topk" and cfg.get("k") is None else [])
-    if missing:
-        raise DictionaryError(f"{f}: missing keys {missing}; add them (d_in, d_sae, and k for topk) or re-save")
-    if cfg["architecture"] not in _ARCH_FROM_FILE:
-        raise DictionaryError(f"{f}: architecture {cfg['architecture']!r} is not supported; use topk, standard or jumprelu")
-    if cfg["normalize_activations"] != "none" or cfg.get("reshape_activations", "none") != "none":
-        raise DictionaryError(
-            f"{f}: normalize_activations={cfg['normalize_activations']!r} / reshape_activations="
-            f"{cfg.get('reshape_activations')!r} not supported; fold the normalisation into the weights first"
-        )
-    return cfg
-
-
-def _load_saelens(folder: Path) -> SAE:
-    cfg = _read_cfg(folder)
-    arch = _ARCH_FROM_FILE[cfg["architecture"]]
-    wfile = folder / WEIGHTS
-    if not wfile.is_file():
-        raise DictionaryError(f"{wfile}: missing; the folder needs {WEIGHTS} next to {CFG}")
-    try:
-        with safe_open(str(wfile), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except Exception as e:  # safetensors' own error types (truncated header/data, bad JSON)
-        raise DictionaryError(f"{wfile}: truncated or not a safetensors file ({e}); re-save or re-download it") from None
-    if arch == "jumprelu" and "threshold" not in tensors and "log_threshold" in tensors:
-        tensors["threshold"] = tensors.pop("log_threshold").exp()
-    meta = cfg["metadata"]
-    sae = _build(
-        wfile,
-        SAEConfig(
-            architecture=arch,  # type: ignore[arg-type]
-            d_in=int(cfg["d_in"]),
-            d_sae=int(cfg["d_sae"]),
-            k=int(cfg["k"]) if arch == "topk" else None,
-            l1_coeff=meta.get("l1_coeff"),
-            apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
-            hook_name=meta.get("hook_name") or "",
-            model_name=meta.get("model_name") or "",
-            layer=meta.get("layer"),
-            modality=meta.get("modality"),
-            metadata={k: v for k, v in meta.items() if k not in ("model_name", "hook_name", "layer", "modality", "l1_coeff")},
-        ),
-        tensors,
-    )
-    if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm"):
-        # TopK on pre * ||W_dec||: fold the norms into the encoder so plain TopK is equivalent.
-        with torch.no_grad():
-            norms = sae.W_dec.norm(dim=-1).clamp(min=1e-8)
-            sae.W_enc.mul_(norms)
-            sae.b_enc.mul_(norms)
-            sae.W_dec.div_(norms[:, None])
-    return sae
-
-
-def _load_npz(f: Path) -> SAE:
-    try:
-        with np.load(f, allow_pickle=False) as data:
-            tensors = {k: torch.from_numpy(np.array(data[k])) for k in data.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
-        raise DictionaryError(f"{f}: truncated or not a Gemma Scope params.npz ({e}); re-download it") from None
-    tensors = {("W_" + k[2:] if k.startswith("w_") else k): v for k, v in tensors.items()}
-    if "W_enc" not in tensors or tensors["W_enc"].ndim != 2:
-        raise DictionaryError(f"{f}: missing a 2-D W_enc; a Gemma Scope file holds W_enc, W_dec, b_enc, b_dec, threshold")
-    d_in, d_sae = tensors["W_enc"].shape
-    cfg = SAEConfig(architecture="jumprelu", d_in=int(d_in), d_sae=int(d_sae), apply_b_dec_to_input=False,
-                    metadata={"source": "gemma-scope"})
-    return _build(f, cfg, tensors)
-
-
-def _build(file: Path, cfg: SAEConfig, tensors: dict[str, Tensor]) -> SAE:
-    """Check names, shapes, dtypes and finiteness; then fill a fresh SAE."""
-    shapes = {
-        "W_enc": (cfg.d_in, cfg.d_sae),
-        "W_dec": (cfg.d_sae, cfg.d_in),
-        "b_enc": (cfg.d_sae,),
-        "b_dec": (cfg.d_in,),
-    }
-    if cfg.architecture == "jumprelu":
-        shapes["threshold"] = (cfg.d_sae,)
-    missing = [k for k in shapes if k not in tensors]
-    if missing:
-        raise DictionaryError(f"{file}: missing tensors {missing} for a {cfg.architecture} SAE; re-save the dictionary")
-    scale = tensors.get("scaling_factor", tensors.get("finetuning_scaling_factor"))
-    if scale is not None and not bool((scale == 1).all()):
-        raise DictionaryError(f"{file}: has a non-trivial scaling_factor; fold it into W_dec before loading")
-    for name, shape in shapes.items():
-        t = tensors[name]
-        if tuple(t.shape) != shape:
-            raise DictionaryError(f"{file}: {name} has shape {list(t.shape)}, the config implies {list(shape)}; "
-                                  "the cfg and weights do not belong together")
-        if not t.is_floating_point():
-            raise DictionaryError(f"{file}: {name} has dtype {t.dtype}, expected a float type; re-save the dictionary")
-        bad = int((~torch.isfinite(t)).sum())
-        if bad:
-            raise DictionaryError(f"{file}: {name} has {bad} NaN/Inf values; the dictionary is corrupt, retrain or re-download it")
-    sae = make_sae(cfg)
-    with torch.no_grad():
-        for name in shapes:
-            getattr(sae, name).copy_(tensors[name].float())
-    return sae
 
 
 # -- card statistics ------------------------------------------------------------------------

@@ -118,7 +118,8 @@ class Resolver:
                 return ir.ConceptRef(name=name, space=e.space, index=e.index)
             info = table.lookup_id(e.space, e.index)
             if info is None:
-                self.error(e.span, f"no concept {name} in {_table_name(table)}")
+                hint = getattr(table, "id_hint", None)  # raw SAEs say which latents exist
+                self.error(e.span, f"no concept {name} in {_table_name(table)}", hint(e.space, e.index) if hint else None)
                 return None
         else:
             name = e.name
@@ -131,7 +132,10 @@ class Resolver:
             if info is None:
                 if self.table_names is None:
                     self.table_names = list(table.names())
-                self.error(e.span, f'unknown concept "{name}"', did_you_mean(name, self.table_names))
+                hint = did_you_mean(name, self.table_names)
+                if getattr(table, "is_raw", False):
+                    hint = "this dictionary has no named concepts (raw SAEs): address latents by id, e.g. image#12 or text#3"
+                self.error(e.span, f'unknown concept "{name}"', hint)
                 return None
         return ir.ConceptRef(name=name, space=info.space, index=info.index, canonical=info.name,
                              layers=sorted(info.layers) if info.layers else None)

@@ -186,6 +186,12 @@ class _Compiler:
         if scope.layers is not None:
             self.check_layers(scope.layers)
             return tuple(sorted(set(scope.layers)))
+        for c in concepts:  # raw SAEs: latent N of one layer's SAE is unrelated to latent N of another's
+            for dc, _w in c.terms if c is not None else ():
+                if dc.evidence.get("raw") and len(dc.layers) > 1:
+                    raise InputError(f"{_where(self.program)}{dc.key} names latent {dc.index} of a different SAE at each of "
+                                     f"layers {', '.join(map(str, dc.layers))}: say which one by adding `at layer "
+                                     f"{dc.layers[0]}` (or another of them) to the steer line")
         return tuple(sorted({layer for c in concepts if c is not None for layer in c.layers}))
 
     def steer(self, s: ir.Steer, condition: Cond | None) -> list[PlannedEdit]:

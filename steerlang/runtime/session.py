@@ -137,10 +137,7 @@ class Session:
     def __init__(self, bundle: ModelBundle, concepts: ConceptSet, *, dense: bool = False) -> None:
         self.bundle, self.concepts, self.dense = bundle, concepts, dense
         self.adapter: ModelAdapter = adapter_for(bundle.model)
-        bad = [la for la in concepts.layer_numbers if not 0 <= la <= self.adapter.n_layers]
-        if bad:
-            raise InputError(f"dictionary {concepts.name!r} has layer {bad[0]} but model {bundle.name!r} has layers 0 to "
-                             f"{self.adapter.n_layers}: it was built for another model")
+        concepts.check_model(self.adapter.n_layers, self.adapter.hidden_size, bundle.name)  # layers (and raw SAEs' widths)
 
     @property
     def model(self) -> torch.nn.Module:

@@ -22,14 +22,17 @@ def _same(a, b, x):
 
 
 def test_round_trip(any_sae, acts, tmp_path):
+    # the layer number wins: the hook written is its TransformerLens name, whatever name was set
     any_sae.cfg.model_name, any_sae.cfg.hook_name, any_sae.cfg.layer, any_sae.cfg.modality = "toy", "h.3", 3, "image"
     out = save_dictionary(any_sae, tmp_path / "d", {"note": "hi"})
     assert sorted(p.name for p in out.iterdir()) == ["card.json", "cfg.json", "sae_weights.safetensors"]
     back = load_dictionary(out, expected_d_in=D_IN)
     _same(any_sae, back, acts)
-    assert (back.cfg.layer, back.cfg.modality, back.cfg.model_name, back.cfg.hook_name) == (3, "image", "toy", "h.3")
+    assert (back.cfg.layer, back.cfg.modality, back.cfg.model_name, back.cfg.hook_name) == (3, "image", "toy",
+                                                                                           "blocks.3.hook_resid_pre")
     cfg = json.loads((out / "cfg.json").read_text())
-    assert cfg["metadata"]["hook_name"] == "h.3" and cfg["normalize_activations"] == "none"
+    assert cfg["metadata"]["hook_name"] == "blocks.3.hook_resid_pre" and cfg["normalize_activations"] == "none"
+    assert cfg["metadata"]["steerlang_layer"] == 3 and cfg["metadata"]["hf_module"] == "model.language_model.layers.3"
     assert cfg["architecture"] == {"topk": "topk", "relu": "standard", "jumprelu": "jumprelu"}[any_sae.cfg.architecture]
     card = load_card(out)
     assert card["note"] == "hi" and card["layer"] == 3 and card["model"] == "toy"

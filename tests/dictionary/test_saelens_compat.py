@@ -34,3 +34,17 @@ def test_we_load_saelens_files(arch, acts, tmp_path):
     back = load_dictionary(tmp_path / "b")
     with torch.no_grad():
         assert torch.allclose(back(acts), theirs(acts), atol=1e-6)
+
+
+@pytest.mark.parametrize("layer", [0, 2, 4])
+def test_hook_names_survive_saelens(layer, tmp_path):
+    """Our hook name is one SAELens (and TransformerLens) understands; steerlang's layer and the HF
+    module ride along in its metadata through SAELens' own load and save."""
+    ours = random_sae("topk", k=5, layer=layer, model_name="toy-llava")
+    out = save_dictionary(ours, tmp_path / "d", n_layers=4)
+    theirs = sae_lens.SAE.load_from_disk(str(out))
+    expected = "blocks.3.hook_resid_post" if layer == 4 else f"blocks.{layer}.hook_resid_pre"
+    assert theirs.cfg.metadata.hook_name == expected
+    theirs.save_model(tmp_path / "b")
+    back = load_dictionary(tmp_path / "b", n_layers=4)
+    assert back.cfg.layer == layer and back.cfg.metadata["hf_module"] == f"model.language_model.layers.{min(layer, 3)}"
