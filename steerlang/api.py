@@ -74,7 +74,9 @@ DEFAULT_DICTIONARY = "toyworld"
 def load_session(model: str | os.PathLike | ModelBundle = "toyworld", dictionary: str | os.PathLike | ConceptSet = "toyworld",
                  *, device: str = "cpu", dense: bool = False, dtype: str | None = None,
                  device_map: str | None = None) -> Session:
-    """Load a model (name, folder or bundle) and a concept set (name, folder or loaded) once.
+    """Load a model (name, folder or bundle) and a concept set (name, folder or loaded) once; a
+    folder of raw SAE files (SAELens, sparsify, dictionary_learning, Gemma Scope) is a concept set
+    whose latents programs name `image#N` / `text#N`.
 
     `dense=True` makes every edit compute the full SAE encode (for benchmarking the sparse path).
     `dtype` ("float32", "bfloat16", "auto", ...) and `device_map` ("auto", ...) pass through to the
