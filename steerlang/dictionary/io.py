@@ -51,7 +51,7 @@ SAELENS_LAYOUT_VERSION = "6.0.0"
 _ARCH_TO_SAELENS = {"topk": "topk", "relu": "standard", "jumprelu": "jumprelu"}
 __all__ = ["CARD", "CFG", "NPZ", "WEIGHTS", "check_fits", "compute_card_stats", "hook_metadata", "load_card",
            "load_dictionary", "sae_lens_cfg", "save_dictionary"]
-DENSE_FREQ = 0.05  # METRICS.md: a latent firing on more than 5% of tokens is "dense"
+DENSE_FREQ = 0.05  # a latent firing on more than 5% of tokens is "dense" (the usual cut-off)
 
 
 # -- saving ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""SAE-V scores as METRICS.md defines them: cross-modal weight per latent, co-occurring set, L0."""
+"""SAE-V scores as the SAE-V paper defines them: cross-modal weight per latent, co-occurring set, L0."""
 
 from __future__ import annotations
 
