@@ -11,8 +11,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_model": "steerlang.world.model",
-    "ModelBundle": "steerlang.world.model",
+    "load_model": "steerlang.models.bundle",
+    "ModelBundle": "steerlang.models.bundle",
     "Session": "steerlang.api",
     "RunResult": "steerlang.api",
     "load_session": "steerlang.api",

@@ -34,6 +34,7 @@ from steerlang.lang import check as check_ast
 from steerlang.lang.concepts import ConceptTable
 from steerlang.lang.describe import describe_program
 from steerlang.lang.errors import Diagnostic
+from steerlang.models.bundle import ModelBundle, load_model
 from steerlang.runtime.session import (
     DEFAULT_TOKENS,
     ExpectationResult,
@@ -43,7 +44,6 @@ from steerlang.runtime.session import (
     no_image_error,
 )
 from steerlang.runtime.trace import Trace, write_trace
-from steerlang.world.model import ModelBundle, load_model
 
 __all__ = [
     "DEFAULT_DICTIONARY",

@@ -20,10 +20,7 @@ from PIL import Image
 from torch import Tensor
 
 from steerlang.errors import InputError
-
-# The question the toy model answers with a caption. A corpus row's own prompt (`--prompt-column`)
-# wins over it, and `audit(..., prompt=)` replaces it for other models.
-DEFAULT_PROMPT = "what is in the picture ?"
+from steerlang.models.bundle import DEFAULT_PROMPT  # noqa: F401 - the question asked when none is given; re-exported
 
 
 @dataclass

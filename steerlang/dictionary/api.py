@@ -28,7 +28,7 @@ def cache_root() -> Path:
 
 def _model_key(model: str) -> str:
     if model == "toyworld":
-        from steerlang.world.model import shipped_model_path
+        from steerlang.models.bundle import shipped_model_path
 
         path = shipped_model_path()
     else:
@@ -56,7 +56,7 @@ def harvested(
     writes the shards in a hidden sibling (``.<name>.partial``) renamed into place once complete:
     an interrupted harvest never leaves a half folder at the path, a rerun continues it from its
     last complete shard, and a second process filling the same cache entry waits for the first."""
-    from steerlang.world.model import load_model
+    from steerlang.models.bundle import load_model
 
     root = Path(acts_dir) if acts_dir else _acts_root(model, seed, count, prompts)
     if (root / MANIFEST).exists():
@@ -99,7 +99,7 @@ def harvested_dataset(
     Resumable like every harvest (`harvest_dataset`)."""
     from steerlang.data.api import open_dataset
     from steerlang.dictionary.harvest import harvest_dataset
-    from steerlang.world.model import load_model
+    from steerlang.models.bundle import load_model
 
     torch_dtype = _activation_dtype(dtype)
     layers = all_layers(model) if layers is None else sorted(set(layers))
@@ -141,7 +141,7 @@ def _has_layers(root: Path, layers: Sequence[int]) -> bool:
 def _model_files(model: str) -> list[Any]:
     """Names, sizes and times of a model folder's files (its weights may be sharded, which
     `_model_key` does not hash), so a model saved again in the same folder gets new cache entries."""
-    from steerlang.world.model import shipped_model_path
+    from steerlang.models.bundle import shipped_model_path
 
     path = shipped_model_path() if model == "toyworld" else Path(model)
     if not path.is_dir():
@@ -281,7 +281,7 @@ def check_data_prompt(model: str, prompt: str | None = None, prompt_column: str 
     if prompt or prompt_column:
         return
     from steerlang.dictionary.harvest import MODEL_PROMPT_FILE
-    from steerlang.world.model import shipped_model_path
+    from steerlang.models.bundle import shipped_model_path
 
     path = shipped_model_path() if model == "toyworld" else Path(model)
     if (path / MODEL_PROMPT_FILE).is_file():  # a steerlang model folder: its own prompt (`model_prompt`)
@@ -303,7 +303,7 @@ def evaluate_dictionary(path: str | os.PathLike, *, model: str | None = None, co
     from steerlang.dictionary.io import load_card, load_dictionary
     from steerlang.dictionary.metrics import reconstruction_metrics
     from steerlang.dictionary.splice import spliced_loss
-    from steerlang.world.model import load_model
+    from steerlang.models.bundle import load_model
 
     card = load_card(path) or {}
     model = model or card.get("model")
@@ -334,7 +334,7 @@ def evaluate_dictionary(path: str | os.PathLike, *, model: str | None = None, co
 def n_blocks(model: str) -> int:
     from transformers import AutoConfig
 
-    from steerlang.world.model import shipped_model_path
+    from steerlang.models.bundle import shipped_model_path
 
     try:
         cfg = AutoConfig.from_pretrained(str(shipped_model_path()) if model == "toyworld" else model)
@@ -484,7 +484,7 @@ def build_concepts(
     )
     from steerlang.dictionary.concepts import save_concept_set
     from steerlang.dictionary.io import load_dictionary
-    from steerlang.world.model import load_model
+    from steerlang.models.bundle import load_model
 
     out = Path(out)
     index = json.loads((out / "saes.json").read_text())

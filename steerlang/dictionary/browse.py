@@ -60,7 +60,7 @@ def concept_card(c: Concept) -> dict[str, Any]:
 def patch_activations(bundle: Any, cs: ConceptSet, c: Concept, images: Sequence[Image.Image], layer: int | None = None) -> np.ndarray:
     """The concept's activation on every image patch: [n_images, rows, cols] (activation units)."""
     from steerlang.dictionary.harvest import LayerCapture
-    from steerlang.world.vocab import DEFAULT_PROMPT
+    from steerlang.models.bundle import DEFAULT_PROMPT
 
     image_layers = [g.layer for g in c.groups if g.modality == "image"]
     if not image_layers:

@@ -70,7 +70,7 @@ from steerlang.runtime.adapters import ModelAdapter, adapter_for
 from steerlang.runtime.masks import IMAGE, PAD, Layout
 
 if TYPE_CHECKING:
-    from steerlang.world.model import ModelBundle
+    from steerlang.models.bundle import ModelBundle
 
 __all__ = [
     "LM_INPUT", "HarvestStatus", "LayerCapture", "check_harvest", "check_layers", "decoder_layers", "harvest", "harvest_dataset",
@@ -196,7 +196,7 @@ def model_prompt(bundle: ModelBundle) -> str | None:
             return prompt
     elif getattr(bundle, "name", None) != "toyworld":
         return None
-    from steerlang.world.vocab import DEFAULT_PROMPT
+    from steerlang.models.bundle import DEFAULT_PROMPT
 
     return DEFAULT_PROMPT
 
@@ -607,7 +607,7 @@ def harvest_dataset(
 
     log = log or (lambda _m: None)
     if isinstance(bundle_or_model, (str, os.PathLike)):
-        from steerlang.world.model import load_model
+        from steerlang.models.bundle import load_model
 
         bundle = load_model(bundle_or_model)
     else:

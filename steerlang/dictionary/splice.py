@@ -24,7 +24,7 @@ from steerlang.dictionary.harvest import (
 )
 from steerlang.dictionary.sae import SAE
 from steerlang.dictionary.source import MODALITY_CODES
-from steerlang.world.model import ModelBundle
+from steerlang.models.bundle import ModelBundle
 
 # Which modality codes each splice group covers.
 GROUPS: dict[str, tuple[int, ...]] = {

@@ -1,6 +1,6 @@
 """Loading vision-language models of every supported family (see docs/models.md).
 
-`steerlang.load_model` (steerlang.world.model) is the user-facing entry; this package holds the
+`steerlang.load_model` (steerlang.models.bundle) is the user-facing entry; this package holds the
 family-independent loader it delegates to, and the per-family facts beyond the runtime adapters.
 """
 

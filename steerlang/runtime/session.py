@@ -27,11 +27,11 @@ from PIL import Image, UnidentifiedImageError
 from steerlang.dictionary.concepts import ConceptSet
 from steerlang.errors import InputError
 from steerlang.lang import compile_program, header_end_line, ir
+from steerlang.models.bundle import ModelBundle
 from steerlang.runtime.adapters import ModelAdapter, adapter_for
 from steerlang.runtime.hooks import Steerer
 from steerlang.runtime.plan import HookPlan, compile_plan, concept_label
 from steerlang.runtime.trace import Trace
-from steerlang.world.model import ModelBundle
 
 DEFAULT_TOKENS = 24
 
@@ -211,7 +211,7 @@ class Session:
 
         `on_progress(done, total)` is called once the images are loaded (done 0) and after each batch.
         """
-        from steerlang.world.vocab import DEFAULT_PROMPT
+        from steerlang.models.bundle import DEFAULT_PROMPT
 
         prog = self.compile(program)
         plan = self.plan(prog, trace=trace, dense=dense)  # every check before the model runs
@@ -256,7 +256,7 @@ class Session:
     def generate(self, images: Sequence[Image.Image | str | Path], prompt: str | None = None, *,
                  max_new_tokens: int = DEFAULT_TOKENS, sample: bool = False, seed: int | None = None) -> list[str]:
         """Unsteered outputs (the baseline)."""
-        from steerlang.world.vocab import DEFAULT_PROMPT
+        from steerlang.models.bundle import DEFAULT_PROMPT
 
         pics = [im.convert("RGB") if isinstance(im, Image.Image) else load_image(im) for im in images]
         return self._generate(pics, prompt or DEFAULT_PROMPT, max_new_tokens, sample, seed)
