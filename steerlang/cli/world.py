@@ -1,4 +1,4 @@
-"""`steer world ...`: toy-world scenes, captioning and training of the shipped toy model."""
+"""`steer world ...`: toy-world scenes, captioning, training of the shipped toy model and fine-tuning on a corpus."""
 
 from __future__ import annotations
 
@@ -137,3 +137,63 @@ def eval_cmd(
     else:
         out_console.print(f"caption exact match: {res['caption_accuracy']:.4f} on {res['n_scenes']} scenes")
         out_console.print(f"yes/no accuracy:     {res['yesno_accuracy']:.4f} on {res['n_questions']} questions")
+
+
+@world_app.command("finetune")
+@user_errors
+def finetune_cmd(
+    start: str = typer.Option(..., "--from", help="Model to start from: \"toyworld\" (the shipped model), a model folder "
+                              "saved with save_pretrained, or \"scratch\" (a fresh toy model initialised with --seed)."),
+    data: str = typer.Option(..., "--data", help="Image–caption corpus to train on: an imagefolder, a save_to_disk "
+                             "folder, or toyworld:SEED:COUNT (see docs/data.md). Only images and captions are read."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the fine-tuned model into (swapped in whole when done)."),
+    steps: int = typer.Option(300, "--steps", min=1, help="Training steps (one batch drawn from the corpus each)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Examples per training step."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data order, the prompt and question choices "
+                             "(and of the initialisation with --from scratch)."),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Peak learning rate (AdamW; linear warmup, then cosine decay to 10%)."),
+    warmup: int = typer.Option(30, "--warmup", min=0, help="Warmup steps."),
+    describe_fraction: float = typer.Option(0.6, "--describe-fraction", min=0.0, max=1.0,
+                                            help="Fraction of examples that ask for the caption; the rest are yes/no "
+                                            "questions derived from the caption's words."),
+    questions: bool = typer.Option(True, "--questions/--no-questions",
+                                   help="Also train yes/no questions derived from the captions (--no-questions: captions only)."),
+    caption_column: str = typer.Option("text", "--caption-column", help="Column holding the caption."),
+    prompt_column: str | None = typer.Option(None, "--prompt-column", help="Optional column with a per-row prompt "
+                                             "(replaces the describe prompt for that row)."),
+    split: str | None = typer.Option(None, "--split", help="Split to read (default: the corpus folder's own, the only one, or train)."),
+    threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for torch."),
+    eval_seed: int = typer.Option(99, "--eval-seed", help="Held-out toy scene stream to evaluate on (not 1, the training stream)."),
+    eval_count: int = typer.Option(500, "--eval-count", min=0, help="Held-out scenes to evaluate on (0: skip)."),
+    force: bool = typer.Option(False, "--force", help="Replace the shipped toy model when --out names it."),
+) -> None:
+    """Fine-tune a model (or train a fresh toy model) on an image–caption corpus, evaluate it on
+    held-out toy scenes, and save it with save_pretrained."""
+    from steerlang.cli.dictionary import on_interrupt
+    from steerlang.world.io import check_model_out
+    from steerlang.world.train import FinetuneConfig, finetune_and_save
+
+    if eval_count and eval_seed == 1:
+        raise InputError("--eval-seed: stream 1 is the training stream; pick any other seed for held-out scenes")
+    check_model_out(out, force=force)
+    cfg = FinetuneConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed, threads=threads,
+                         describe_fraction=describe_fraction, questions=questions)
+    done = [0]
+
+    def run(on_step):  # noqa: ANN001, ANN202
+        def step(s: int, loss: float) -> None:
+            done[0] = s + 1
+            on_step(s, loss)
+
+        return finetune_and_save(out, start=start, data=data, cfg=cfg, caption_column=caption_column,
+                                 prompt_column=prompt_column, split=split, eval_seed=eval_seed,
+                                 eval_count=eval_count, on_step=step)
+
+    def interrupted() -> str:
+        where = "after training, while evaluating" if done[0] == steps else f"at step {done[0]} of {steps}"
+        return (f"stopped {where}; nothing written to {out} (the model is saved only at the end); "
+                "rerun the same command to start again")
+
+    with on_interrupt(interrupted):
+        report = _train_with_progress(run, steps)
+    out_console.print(json.dumps(report, indent=2), markup=False)

@@ -1,4 +1,5 @@
-"""Train the toy model from scratch on freshly generated scenes (CPU, minutes) and evaluate it.
+"""Train the toy model from scratch on freshly generated scenes (CPU, minutes) and evaluate it;
+fine-tune a model on an image–caption corpus (`finetune_model`, below).
 
 Two tasks share every batch: describing the picture (the caption) and the yes/no probe
 "is there a X ?". The loss covers answer tokens only.
@@ -7,8 +8,9 @@ Two tasks share every batch: describing the picture (the caption) and the yes/no
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +46,15 @@ class ToyTrainConfig:
 @dataclass(frozen=True)
 class Example:
     scene: Scene
+    prompt: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class CorpusExample:
+    """A training example read from an image–caption corpus: the processed image, a prompt, the answer."""
+
+    pixels: torch.Tensor  # (channels, height, width), as the bundle's image processor gives it
     prompt: str
     answer: str
 
@@ -108,10 +119,12 @@ def order_labels(scene: Scene) -> list[int]:
     return rank
 
 
-def collate(bundle: ModelBundle, examples: list[Example], *, grounding: bool = False) -> dict[str, torch.Tensor]:
+def collate(bundle: ModelBundle, examples: Sequence[Example | CorpusExample], *, grounding: bool = False) -> dict[str, torch.Tensor]:
     """Right-padded teacher-forced batch: <s> prompt <image>*N answer </s> (or the image first, as
     the bundle's template says); labels on the answer only; with `grounding`, also the
     auxiliary per-patch targets (`grounding_labels`) as "aux_labels"."""
+    if grounding and any(isinstance(ex, CorpusExample) for ex in examples):
+        raise ValueError("grounding targets need the scene's truth; a corpus example has only an image and a caption")
     tok = bundle.tokenizer
     n_img = bundle.patch_grid[0] * bundle.patch_grid[1]
     rows, labels, aux = [], [], []
@@ -138,7 +151,10 @@ def collate(bundle: ModelBundle, examples: list[Example], *, grounding: bool = F
         ids[i, : len(r)] = torch.tensor(r)
         lab[i, : len(lb)] = torch.tensor(lb)
         mask[i, : len(r)] = 1
-    pixels = bundle.processor.image_processor([render(ex.scene) for ex in examples], return_tensors="pt")["pixel_values"]  # type: ignore[attr-defined]
+    if all(isinstance(ex, CorpusExample) for ex in examples):  # a corpus's images, processed once when read
+        pixels = torch.stack([ex.pixels for ex in examples])
+    else:
+        pixels = bundle.processor.image_processor([render(ex.scene) for ex in examples], return_tensors="pt")["pixel_values"]  # type: ignore[attr-defined]
     batch = {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels, "labels": lab}
     if grounding:
         for j, key in enumerate(("aux_labels", "rank_labels")):
@@ -255,3 +271,208 @@ def evaluate(bundle: ModelBundle, *, seed: int = 99, count: int = 500) -> ToyEva
         seconds=time.perf_counter() - t0,
         caption_errors=errors[:10],
     )
+
+
+# --- Fine-tuning on an image–caption corpus ---------------------------------------------------
+#
+# `train_toy_model` above draws scenes from the renderer and knows each scene's truth (which
+# patches hold which kind, the objects' order). A corpus gives only images and captions, so
+# fine-tuning supervises what a caption can supply: the caption itself as the answer to a describe
+# prompt, and yes/no questions derived from the caption's words ("is there a cat ?" is "yes" when
+# the caption names a cat, "no" for a kind it does not name). A wrong caption therefore teaches a
+# wrong caption *and* wrong answers, as it would in a user's corpus. No grounding or order targets.
+
+FINETUNE_STREAM = 54321  # mixed into the seed of the fine-tuning rng (data order, prompts, questions)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup: int = 30
+    weight_decay: float = 0.01
+    seed: int = 0
+    threads: int = 2
+    describe_fraction: float = 0.6  # the rest are yes/no questions derived from the caption
+    questions: bool = True  # False: every example is a description
+
+
+@dataclass
+class CaptionCorpus:
+    """An image–caption corpus read into memory for training: processed images and their captions."""
+
+    pixels: torch.Tensor  # (n, channels, height, width)
+    captions: list[str]
+    prompts: list[str | None]  # a row's own prompt (`prompt_column`), else None
+    rows: list[int]  # each sample's row in its source
+    source: str
+    bad_rows: dict[str, int]
+    unknown_words: int  # captions holding a word outside the model's vocabulary
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+
+def read_caption_corpus(
+    data: str | os.PathLike,
+    bundle: ModelBundle,
+    *,
+    caption_column: str = "text",
+    prompt_column: str | None = None,
+    split: str | None = None,
+    chunk: int = 256,
+) -> CaptionCorpus:
+    """Read every usable sample of `data` (any corpus `steerlang.data.open_dataset` reads) and
+    process its image with the bundle's image processor. Bad rows are skipped and counted; only the
+    image, the caption and the optional prompt are read (never `Sample.truth`)."""
+    from steerlang.data import open_dataset
+    from steerlang.errors import InputError
+
+    ds = open_dataset(data, caption_column=caption_column, prompt_column=prompt_column, split=split)
+    image_processor = bundle.processor.image_processor  # type: ignore[attr-defined]
+    chunks: list[torch.Tensor] = []
+    captions: list[str] = []
+    prompts: list[str | None] = []
+    rows: list[int] = []
+    pending: list = []
+    stream = ds.iter()
+    for sample in stream:
+        pending.append(sample.image)
+        captions.append(sample.text)
+        prompts.append(sample.prompt or None)
+        rows.append(sample.row)
+        if len(pending) == chunk:
+            chunks.append(image_processor(pending, return_tensors="pt")["pixel_values"])
+            pending = []
+    if pending:
+        chunks.append(image_processor(pending, return_tensors="pt")["pixel_values"])
+    if not captions:
+        raise InputError(f"--data: {data} has no usable sample ({stream.report.n_bad} bad rows)")
+    tok = bundle.tokenizer
+    unknown = sum(tok.unk_token_id in tok(c, add_special_tokens=False).input_ids for c in captions)
+    return CaptionCorpus(
+        pixels=torch.cat(chunks), captions=captions, prompts=prompts, rows=rows, source=os.fspath(data),
+        bad_rows=dict(stream.report.bad_by_reason()), unknown_words=unknown,
+    )
+
+
+def caption_question(caption: str, rng: np.random.Generator) -> tuple[str, str]:
+    """A yes/no question and its answer from a caption's words alone: about a kind the caption
+    names ("yes") or one it does not name ("no"), half each when both exist."""
+    named = [k for k in KINDS if k in caption.split()]
+    absent = [k for k in KINDS if k not in named]
+    if named and (not absent or rng.random() < 0.5):
+        return question_for(str(rng.choice(named))), "yes"
+    return question_for(str(rng.choice(absent))), "no"
+
+
+def corpus_example(corpus: CaptionCorpus, i: int, rng: np.random.Generator, cfg: FinetuneConfig) -> CorpusExample:
+    """Sample i as a description (its own prompt if the row has one, else a describe prompt) or,
+    with `cfg.questions`, a yes/no question derived from its caption."""
+    if not cfg.questions or rng.random() < cfg.describe_fraction:
+        prompt = corpus.prompts[i] or str(rng.choice(DESCRIBE_PROMPTS))
+        return CorpusExample(corpus.pixels[i], prompt, corpus.captions[i])
+    prompt, answer = caption_question(corpus.captions[i], rng)
+    return CorpusExample(corpus.pixels[i], prompt, answer)
+
+
+def fresh_toy_bundle(seed: int = 0) -> ModelBundle:
+    """A freshly initialised toy model with the toy world's processor and template."""
+    processor = build_processor()
+    model = build_toy_model(len(processor.tokenizer), seed=seed)
+    return ModelBundle("toyworld", model, processor, template=ToyTrainConfig.template)
+
+
+def finetune_model(
+    bundle: ModelBundle,
+    corpus: CaptionCorpus,
+    cfg: FinetuneConfig = FinetuneConfig(),
+    *,
+    on_step: Callable[[int, float], None] | None = None,
+) -> ModelBundle:
+    """Train `bundle`'s model in place on `corpus` for `cfg.steps` steps of `cfg.batch_size`
+    examples (AdamW, linear warmup, cosine decay to 10%, as `train_toy_model`); the corpus is
+    walked in a fresh seeded permutation every epoch. Returns the bundle, in eval mode."""
+    from steerlang.errors import InputError
+
+    if bundle.chat:
+        raise InputError("--from: fine-tuning supports models prompted with a plain template (like the toy "
+                         "model), not a chat template")
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model = bundle.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    rng = np.random.default_rng([cfg.seed, FINETUNE_STREAM])
+    order: list[int] = []
+    model.train()
+    for step in range(cfg.steps):
+        picks = []
+        while len(picks) < cfg.batch_size:
+            if not order:
+                order = rng.permutation(len(corpus)).tolist()
+            picks.append(order.pop())
+        batch = collate(bundle, [corpus_example(corpus, i, rng, cfg) for i in picks])
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        loss = example_balanced_loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if on_step is not None:
+            on_step(step, loss.item())
+    model.eval()
+    return bundle
+
+
+def finetune_and_save(
+    out: str | os.PathLike,
+    *,
+    start: str,
+    data: str | os.PathLike,
+    cfg: FinetuneConfig = FinetuneConfig(),
+    caption_column: str = "text",
+    prompt_column: str | None = None,
+    split: str | None = None,
+    eval_seed: int = 99,
+    eval_count: int = 500,
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict:
+    """Fine-tune `start` ("toyworld", a model folder, or "scratch": a fresh toy model initialised
+    with `cfg.seed`) on the corpus `data`, evaluate it on held-out toy scenes (stream `eval_seed`,
+    `eval_count` scenes; 0 skips), and save model, processor and `train_report.json` to `out`
+    (atomically). Returns the report."""
+    import json
+    from dataclasses import asdict
+
+    from steerlang.world.io import atomic_dir
+    from steerlang.world.model import TEMPLATE_FILE, load_model
+
+    bundle = fresh_toy_bundle(cfg.seed) if start == "scratch" else load_model(start)
+    corpus = read_caption_corpus(data, bundle, caption_column=caption_column, prompt_column=prompt_column, split=split)
+    t0 = time.perf_counter()
+    finetune_model(bundle, corpus, cfg, on_step=on_step)
+    report: dict = {
+        "finetune": asdict(cfg),
+        "from": start,
+        "data": {"source": corpus.source, "samples": len(corpus), "bad_rows": corpus.bad_rows,
+                 "captions_with_unknown_words": corpus.unknown_words},
+        "train_seconds": round(time.perf_counter() - t0, 1),
+    }
+    if eval_count:
+        report["eval"] = {"seed": eval_seed, **asdict(evaluate(bundle, seed=eval_seed, count=eval_count))}
+    with atomic_dir(out) as tmp:
+        bundle.model.save_pretrained(tmp)
+        bundle.processor.save_pretrained(tmp)  # type: ignore[attr-defined]
+        (tmp / "train_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (tmp / TEMPLATE_FILE).write_text(json.dumps({"template": bundle.template}) + "\n")
+    return report
