@@ -1,23 +1,28 @@
-"""Removal and replacement on fresh toy-world scenes, scored against baselines on the same scenes.
+"""Removal and replacement on evaluation scenes, scored against baselines on the same scenes.
 
-    python benchmarks/interventions.py --count 200 --seed 4242 --out runs/interventions.json
+    python benchmarks/interventions.py --count 200 --seed 9101 --out runs/bench/interventions.json --md runs/bench/interventions.md
 
-Scenes: `count` scenes of stream `seed` (never used in training or development) that contain a cat
-and 1-2 other objects, plus `count` control scenes without a cat. Programs: `programs/remove_cat.stl`
-as shipped, and the same program with `off cat` changed to `replace cat with dog`.
+Scenes: stream `seed` and `seed + 1`, which must be evaluation streams of `benchmarks/streams.json`
+(never used for training or to choose a setting; `--dev` allows a development stream and marks the
+report). Removal: the first `count` scenes of stream `seed` drawn with a cat and 1-2 other objects.
+Replacement: the first `count` such scenes with no dog (where a dog is already in the scene, "dog
+named" says nothing about the replacement). Controls: `count` scenes without a cat (stream
+`seed + 1`). Programs: `programs/remove_cat.stl` as shipped, and the same program with `off cat`
+changed to `replace cat with dog`.
 
 - removal success: "cat" absent from the steered caption and every other object still named;
-- replacement success: "dog" named, "cat" absent, every other object still named;
+- replacement success (scenes without a dog): "dog" named, "cat" absent, every other object named;
 - preservation: fraction of the non-target objects still named;
 - controls unchanged: steered caption == unsteered caption on scenes without a cat.
 
-Baselines on the same scenes (`benchmarks/baselines.py`): a difference-of-means direction (strength
-swept; the best strength whose preservation stays >= 0.95 is reported, the whole sweep is in the
-JSON), and VISTA's vision-only ablation of the ground-truth patches (zero / mean; replacement
-writes the dog's mean patch states). Dictionaries other than the shipped one (a shared SAE, a
-VL-SAE) run the same program with `--dictionary NAME=DIR`.
-
-    python benchmarks/interventions.py --count 200 --seed 4242 --out runs/interventions.json --md runs/interventions.md
+Baselines on the same scenes and prompt (`benchmarks/baselines.py`): a difference-of-means direction
+(strength swept; the best strength whose preservation stays >= 0.95 is reported, and the best at
+any preservation; the whole sweep is in the JSON) in four variants: at layer 0 or at layers 0-4 (the
+layers the program edits), at every image position or only inside the mask the program edited on
+that scene at that layer. The strength is chosen on the evaluation scenes themselves, which favours
+the baseline. And VISTA's vision-only ablation of the ground-truth patches (zero / mean;
+replacement writes the dog's mean patch states), at layer 0. Dictionaries other than the shipped
+one (a shared SAE, a VL-SAE) run the same program with `--dictionary NAME=DIR`.
 """
 
 from __future__ import annotations
@@ -36,50 +41,81 @@ def score(outputs: list[str], scenes: list, target: str, new: str | None) -> dic
     for out, s in zip(outputs, scenes, strict=True):
         words = out.split()
         others = [k for k in s.kinds if k != target]
+        if new is not None:
+            assert new not in s.kinds, "replacement is scored on scenes without the new kind only"
         keep = [k in words for k in others]
         kept += keep
         gone = target not in words
         removed.append(gone and all(keep))
         if new is not None:
             replaced.append(gone and new in words and all(keep))
-    res = {"removal": float(np.mean(removed)), "preservation": float(np.mean(kept)) if kept else 1.0}
+    res = {"removal": float(np.mean(removed)), "preservation": float(np.mean(kept)) if kept else 1.0, "n": len(outputs)}
     if new is not None:
         res["replacement"] = float(np.mean(replaced))
     return res
 
 
+def scene_sets(seed: int, count: int) -> tuple[list, list, list]:
+    """(cat scenes for removal, cat scenes without a dog for replacement, control scenes without a cat)."""
+    from steerlang.world.scenes import make_scenes
+
+    pool = [s for s in make_scenes(seed, count * 5, with_kinds=["cat"]) if len(s.objects) >= 2]
+    cats = pool[:count]
+    nodog = [s for s in pool if "dog" not in s.kinds][:count]
+    if len(cats) < count or len(nodog) < count:
+        raise SystemExit(f"stream {seed}: only {len(cats)} / {len(nodog)} qualifying scenes among {count * 5}")
+    return cats, nodog, make_scenes(seed + 1, count, without_kinds=["cat"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--count", type=int, default=200)
-    ap.add_argument("--seed", type=int, default=4242)
+    ap.add_argument("--seed", type=int, default=9101, help="cat scenes from this stream, controls from seed + 1")
+    ap.add_argument("--dev", action="store_true", help="allow development streams (the report says so)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--md", type=Path, default=None, help="also write the markdown table here")
     ap.add_argument("--dictionary", action="append", default=[], metavar="NAME=DIR",
                     help="run the same programs through another concept set (e.g. a shared SAE)")
     ap.add_argument("--alphas", default="0.25,0.5,1,1.5,2,3", help="difference-of-means strengths")
+    ap.add_argument("--no-baselines", action="store_true", help="steerlang's programs only (e.g. to add --dictionary rows)")
     args = ap.parse_args()
+    from streams import require_evaluation
+
+    streams = require_evaluation([args.seed, args.seed + 1], dev=args.dev, what="interventions.py")
 
     import steerlang
-    from steerlang.world.scenes import make_scenes, render
+    from steerlang.world.scenes import render
 
     session = steerlang.load_session("toyworld", "toyworld")
-    cats = [s for s in make_scenes(args.seed, args.count * 2, with_kinds=["cat"]) if len(s.objects) >= 2][: args.count]
-    controls = make_scenes(args.seed + 1, args.count, without_kinds=["cat"])
+    cats, nodog, controls = scene_sets(args.seed, args.count)
+    imgs = {"cats": [render(s) for s in cats], "nodog": [render(s) for s in nodog], "controls": [render(s) for s in controls]}
     remove = (ROOT / "programs" / "remove_cat.stl").read_text()
     programs = {"remove": remove, "replace": remove.replace("off cat", "replace cat with dog")}
-    report: dict = {"scenes": {"seed": args.seed, "with_cat": len(cats), "controls": len(controls)}}
+    prompt = session.compile(remove, file="remove.stl").header.ask
+    layers = list(session.concepts.layer_numbers)
+    report: dict = {"streams": streams,
+                    "scenes": {"seed": args.seed, "with_cat": len(cats), "with_cat_no_dog": len(nodog),
+                               "with_cat_and_dog": sum("dog" in s.kinds for s in cats),
+                               "controls": len(controls), "controls_seed": args.seed + 1},
+                    "prompt": prompt, "layers": layers}
+    from baselines import capture_masks
+
+    base = {k: session.generate(v, prompt, max_new_tokens=24) for k, v in imgs.items()}
+    masks: dict[tuple[str, str], dict[int, list[np.ndarray]]] = {}
     for name, text in programs.items():
         prog = session.compile(text, file=f"{name}.stl")
+        target_key, scenes = ("cats", cats) if name == "remove" else ("nodog", nodog)
         t0 = time.perf_counter()
-        res = session.run(prog, images=[render(s) for s in cats], compare=True, trace=False)
-        ctl = session.run(prog, images=[render(s) for s in controls], compare=True, trace=False)
-        outputs = [r.output for r in res]
-        row = score(outputs, cats, "cat", "dog" if name == "replace" else None)
-        row["baseline_exact"] = float(np.mean([r.baseline == s.caption for r, s in zip(res, cats, strict=True)]))
-        row["controls_unchanged"] = float(np.mean([r.output == r.baseline for r in ctl]))
+        outputs, masks[(name, target_key)] = capture_masks(session, prog, imgs[target_key], layers, prompt)
+        ctl, masks[(name, "controls")] = capture_masks(session, prog, imgs["controls"], layers, prompt)
+        row = score(outputs, scenes, "cat", "dog" if name == "replace" else None)
+        row["baseline_exact"] = float(np.mean([b == s.caption for b, s in zip(base[target_key], scenes, strict=True)]))
+        row["controls_unchanged"] = float(np.mean([o == b for o, b in zip(ctl, base["controls"], strict=True)]))
+        row["mask_patches_per_layer"] = {la: float(np.mean([m.sum() for m in masks[(name, target_key)][la]])) for la in layers}
         row["seconds"] = round(time.perf_counter() - t0, 1)
-        row["examples"] = [[s.caption, o] for s, o in zip(cats[:5], outputs[:5], strict=True)]
+        row["examples"] = [[s.caption, o] for s, o in zip(scenes[:5], outputs[:5], strict=True)]
         report[name] = row
+        print(name, {k: v for k, v in row.items() if k != "examples"}, flush=True)
     for spec in args.dictionary:
         name, _, folder = spec.partition("=")
         if not Path(folder).exists():
@@ -88,47 +124,68 @@ def main() -> None:
         other = steerlang.load_session("toyworld", folder)
         for op, text in programs.items():
             prog = other.compile(text.replace('dictionary "toyworld"', f'dictionary "{other.concepts.name}"'), file=f"{op}.stl")
-            res = other.run(prog, images=[render(s) for s in cats], trace=False)
-            ctl = other.run(prog, images=[render(s) for s in controls], compare=True, trace=False)
-            row = score([r.output for r in res], cats, "cat", "dog" if op == "replace" else None)
-            row["controls_unchanged"] = float(np.mean([r.output == r.baseline for r in ctl]))
+            target_key, scenes = ("cats", cats) if op == "remove" else ("nodog", nodog)
+            res = other.run(prog, images=imgs[target_key], prompt=prompt, trace=False)
+            ctl = other.run(prog, images=imgs["controls"], prompt=prompt, trace=False)
+            row = score([r.output for r in res], scenes, "cat", "dog" if op == "replace" else None)
+            row["controls_unchanged"] = float(np.mean([r.output == b for r, b in zip(ctl, base["controls"], strict=True)]))
             report[f"steerlang[{name}].{op}"] = row
-    report["baselines"] = run_baselines(session.bundle, cats, controls, [float(a) for a in args.alphas.split(",")])
+            print(f"steerlang[{name}].{op}", row, flush=True)
+    if not args.no_baselines:
+        report["baselines"] = run_baselines(session.bundle, {"cats": cats, "nodog": nodog, "controls": controls}, imgs, base,
+                                            masks, layers, prompt, [float(a) for a in args.alphas.split(",")])
     from report import save_report
 
     save_report(report, args.out, args.md, markdown(report))
 
 
-def run_baselines(bundle, cats: list, controls: list, alphas: list[float]) -> dict:  # noqa: ANN001
+DOM_VARIANTS = {  # name: (layers, inside the program's mask)
+    "dom_L0_all": ("0", False),
+    "dom_L0-4_all": ("all", False),
+    "dom_L0_mask": ("0", True),
+    "dom_L0-4_mask": ("all", True),
+}
+
+
+def run_baselines(bundle, scenes: dict, imgs: dict, base: dict, masks: dict, layers: list[int], prompt: str,  # noqa: ANN001
+                  alphas: list[float]) -> dict:
     from baselines import ablation_edit, dom_edit, generate_with_edit, patch_kinds, reference
 
-    from steerlang.world.scenes import KINDS, render
+    from steerlang.world.scenes import KINDS
 
-    ref = reference(bundle)
-    images, ctl_images = [render(s) for s in cats], [render(s) for s in controls]
-    ctl_base = generate_with_edit(bundle, ctl_images, lambda _i, h: h)
+    t0 = time.perf_counter()
+    refs = reference(bundle, layers=layers, prompt=prompt)
     out: dict = {}
-    for op, new in (("remove", None), ("replace", "dog")):
-        sweep = []
-        for a in alphas:
-            row = score(generate_with_edit(bundle, images, dom_edit(ref, a, "cat", new)), cats, "cat", new)
-            ctl = generate_with_edit(bundle, ctl_images, dom_edit(ref, a, "cat", new))
-            row.update(alpha=a, controls_unchanged=float(np.mean([c == b for c, b in zip(ctl, ctl_base, strict=True)])))
-            sweep.append(row)
-        key = "replacement" if new else "removal"
-        keep = [r for r in sweep if r["preservation"] >= 0.95]
-        out[f"dom.{op}"] = {"best": max(keep, key=lambda r: r[key]) if keep else None,
-                            "best_any": max(sweep, key=lambda r: r[key]), "sweep": sweep}
+    for op, new, key in (("remove", None, "cats"), ("replace", "dog", "nodog")):
+        metric = "replacement" if new else "removal"
+        for variant, (which, in_mask) in DOM_VARIANTS.items():
+            use = [0] if which == "0" else layers
+            sweep = []
+            for a in alphas:
+                edits = {la: dom_edit(refs[la], a, "cat", new, masks[(op, key)][la] if in_mask else None) for la in use}
+                row = score(generate_with_edit(bundle, imgs[key], edits, prompt=prompt), scenes[key], "cat", new)
+                sweep.append({**row, "alpha": a})
+            keep = [r for r in sweep if r["preservation"] >= 0.95]
+            best, best_any = (max(keep, key=lambda r: r[metric]) if keep else None), max(sweep, key=lambda r: r[metric])
+            for row in {id(r): r for r in (best, best_any) if r is not None}.values():  # controls at the reported strengths only
+                a = row["alpha"]
+                ctl_edits = {la: dom_edit(refs[la], a, "cat", new, masks[(op, "controls")][la] if in_mask else None) for la in use}
+                ctl = generate_with_edit(bundle, imgs["controls"], ctl_edits, prompt=prompt)
+                row["controls_unchanged"] = float(np.mean([c == b for c, b in zip(ctl, base["controls"], strict=True)]))
+            out[f"{variant}.{op}"] = {"best": best, "best_any": best_any, "sweep": sweep}
+            print(variant, op, {k: out[f"{variant}.{op}"][k] for k in ("best", "best_any")}, flush=True)
         cat = KINDS.index("cat")
-        masks = [patch_kinds(s, 1) == cat for s in cats]  # any cat pixel: the oracle mask
+        oracle = [patch_kinds(s, 1) == cat for s in scenes[key]]  # any cat pixel: the oracle mask
         for how in (("zero", "mean") if new is None else ("prototype",)):
-            out[f"ablate_{how}.{op}"] = score(generate_with_edit(bundle, images, ablation_edit(ref, masks, how, new)), cats, "cat", new)
+            out[f"ablate_{how}.{op}"] = score(generate_with_edit(bundle, imgs[key], ablation_edit(refs[0], oracle, how, new), prompt=prompt),
+                                              scenes[key], "cat", new)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
 
 def markdown(report: dict) -> str:
     """One table: removal and replacement with preservation, steerlang and each baseline."""
-    rows = ["| method | removal | preservation | replacement | preservation | controls unchanged (remove / replace) |",
+    rows = ["| method | removal | preservation | replacement (no-dog scenes) | preservation | controls unchanged (remove / replace) |",
             "|---|---|---|---|---|---|"]
 
     def cell(r: dict | None, key: str) -> str:
@@ -144,19 +201,24 @@ def markdown(report: dict) -> str:
                         f"{cell(r2, 'preservation')} | {cell(val, 'controls_unchanged')} / {cell(r2, 'controls_unchanged')} |")
         elif key.startswith("steerlang[") and val.get("status") == "not built":
             rows.append(f"| the same programs through the {key[10:-1]} concept set | not built | | | | |")
-    b = report["baselines"]
-    dr, dp = b["dom.remove"]["best"], b["dom.replace"]["best"]
-    rows.append(f"| difference of means, best strength with preservation >= 0.95 (alpha {dr['alpha'] if dr else '-'} / "
-                f"{dp['alpha'] if dp else '-'}) | {cell(dr, 'removal')} | {cell(dr, 'preservation')} | {cell(dp, 'replacement')} | "
-                f"{cell(dp, 'preservation')} | {cell(dr, 'controls_unchanged')} / {cell(dp, 'controls_unchanged')} |")
-    dr, dp = b["dom.remove"]["best_any"], b["dom.replace"]["best_any"]
-    rows.append(f"| difference of means, best strength at any preservation (alpha {dr['alpha']} / {dp['alpha']}) | {cell(dr, 'removal')} | "
-                f"{cell(dr, 'preservation')} | {cell(dp, 'replacement')} | {cell(dp, 'preservation')} | "
-                f"{cell(dr, 'controls_unchanged')} / {cell(dp, 'controls_unchanged')} |")
-    z, m, p = b["ablate_zero.remove"], b["ablate_mean.remove"], b["ablate_prototype.replace"]
-    rows.append(f"| ground-truth patches zeroed (VISTA vision-only) / dog prototype written | {cell(z, 'removal')} | {cell(z, 'preservation')} | "
-                f"{cell(p, 'replacement')} | {cell(p, 'preservation')} | - |")
-    rows.append(f"| ground-truth patches set to the mean image state | {cell(m, 'removal')} | {cell(m, 'preservation')} | - | - | - |")
+    b = report.get("baselines")
+    labels = {"dom_L0_all": "layer 0, every image position", "dom_L0-4_all": "layers 0-4, every image position",
+              "dom_L0_mask": "layer 0, inside steerlang's mask", "dom_L0-4_mask": "layers 0-4, inside steerlang's mask"}
+    for variant, label in labels.items() if b else ():
+        for which, text in (("best", "best strength with preservation >= 0.95"), ("best_any", "best strength at any preservation")):
+            dr, dp = b[f"{variant}.remove"][which], b[f"{variant}.replace"][which]
+            rows.append(f"| difference of means, {label}, {text} (alpha {dr['alpha'] if dr else '-'} / {dp['alpha'] if dp else '-'}) | "
+                        f"{cell(dr, 'removal')} | {cell(dr, 'preservation')} | {cell(dp, 'replacement')} | {cell(dp, 'preservation')} | "
+                        f"{cell(dr, 'controls_unchanged')} / {cell(dp, 'controls_unchanged')} |")
+    if b:
+        z, m, p = b["ablate_zero.remove"], b["ablate_mean.remove"], b["ablate_prototype.replace"]
+        rows.append(f"| ground-truth patches zeroed (VISTA vision-only) / dog prototype written, layer 0 | {cell(z, 'removal')} | "
+                    f"{cell(z, 'preservation')} | {cell(p, 'replacement')} | {cell(p, 'preservation')} | - |")
+        rows.append(f"| ground-truth patches set to the mean image state, layer 0 | {cell(m, 'removal')} | {cell(m, 'preservation')} | - | - | - |")
+    sc = report["scenes"]
+    rows.append("")
+    rows.append(f"Streams: {sc['seed']} ({sc['with_cat']} cat scenes, {sc['with_cat_and_dog']} of them with a dog; replacement on the first "
+                f"{sc['with_cat_no_dog']} without a dog) and {sc['controls_seed']} ({sc['controls']} controls); kind: {report['streams']['kind']}.")
     return "\n".join(rows) + "\n"
 
 

@@ -1,13 +1,23 @@
-"""SAE training throughput (tokens/s) on random activations: ours vs SAELens, back to back.
+"""SAE training throughput (tokens/s) on random activations: ours vs SAELens, warmed and timed alike.
 
-    python benchmarks/sae_train_throughput.py [--steps 3] [--threads 1,2] [--no-saelens]
+    python benchmarks/sae_train_throughput.py [--steps 5] [--warm 2] [--threads 1,2] [--repeats 1] [--no-saelens]
 
-Setting: d_in 1024, d_sae 16384, TopK k=32, batch 4096, Adam. Ours: `train_sae` with AuxK and the
-unit-norm decoder step, timed as (time of 1 + steps) - (time of 1 step), so set-up and the first
-(warm-up) step are excluded; both TopK decodes (sparse gather, dense matmul). SAELens (when
-installed): `TopKTrainingSAE.training_forward_pass` + backward + grad clipping + Adam step, which is
-what `SAETrainer._train_step` runs, on the same tensors, batch size and step count, after one
-warm-up step. Prints one JSON object.
+Setting: d_in 1024, d_sae 16384, TopK k=32, batch 4096, Adam lr 4e-4, AuxK on in both. Every run
+(ours with the sparse TopK decode, ours with the dense one, SAELens) trains `warm + steps` steps on
+the same tensor, in one process, back to back, and is timed from the end of its `warm`-th step to
+the end of its last: set-up and the first `warm` steps are excluded in all three, the same way.
+
+- Ours: `train_sae` (AuxK, the unit-norm decoder step), the step ends timed through its `on_step`
+  callback.
+- SAELens (when installed): what `SAETrainer._train_step` runs, written out:
+  `TopKTrainingSAE.training_forward_pass` + the firing bookkeeping + backward + grad clipping + Adam.
+- AuxK needs dead latents to do anything: both use the same rule, dead = not fired in the last
+  `--dead-window` tokens (default one batch, so AuxK runs from the second step on in both); the
+  report gives the dead share at the last step and how many timed steps ran AuxK, per run.
+- The loss each reached: FVU on a held-out random batch after the last step (and the last training
+  batch's FVU), so a faster step that learns less would show.
+
+Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -15,61 +25,93 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
 
 import torch
 
 from steerlang.dictionary.train import TrainConfig, train_sae
 
-D_IN, D_SAE, K, BATCH = 1024, 16384, 32, 4096
+D_IN, D_SAE, K, BATCH, LR = 1024, 16384, 32, 4096, 4e-4
 
 
-def ours(x: torch.Tensor, steps: int, decode: str) -> float:
-    def run(n: int) -> float:
-        cfg = TrainConfig(arch="topk", d_sae=D_SAE, k=K, batch_size=BATCH, steps=n, warmup=1,
-                          dead_method="auxk", dead_window_tokens=10**9, topk_decode=decode)  # type: ignore[arg-type]
-        t = time.perf_counter()
-        train_sae(x, cfg, progress=False)
-        return time.perf_counter() - t
-
-    t1 = run(1)
-    tn = run(1 + steps)
-    return steps * BATCH / (tn - t1)
+def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    return float((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
 
 
-def saelens(x: torch.Tensor, steps: int) -> float:
+def ours(x: torch.Tensor, x_eval: torch.Tensor, steps: int, warm: int, decode: str, window: int) -> dict:
+    stamps: list[float] = []
+    cfg = TrainConfig(arch="topk", d_sae=D_SAE, k=K, batch_size=BATCH, steps=warm + steps, warmup=1, lr=LR,
+                      dead_method="auxk", dead_window_tokens=window, topk_decode=decode, log_every=1)  # type: ignore[arg-type]
+    res = train_sae(x, cfg, progress=False, on_step=lambda _done, _last: stamps.append(time.perf_counter()))
+    timed = res.history[warm:]
+    with torch.no_grad():
+        held = fvu(x_eval, res.sae(x_eval))
+    return {"tokens_per_s": steps * BATCH / (stamps[-1] - stamps[warm - 1]), "timed_steps_with_auxk": sum(h["aux"] > 0 for h in timed),
+            "dead_share_at_end": round(res.history[-1]["dead"], 4), "train_fvu_last": round(res.history[-1]["fvu"], 4),
+            "held_out_fvu": round(held, 4)}
+
+
+def saelens(x: torch.Tensor, x_eval: torch.Tensor, steps: int, warm: int, window: int) -> dict:
     from sae_lens.saes.sae import TrainStepInput
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 
     sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K))
-    opt = torch.optim.Adam(sae.parameters(), lr=4e-4)
-    dead = torch.zeros(D_SAE, dtype=torch.bool)
+    opt = torch.optim.Adam(sae.parameters(), lr=LR)
+    since = torch.zeros(D_SAE, dtype=torch.long)  # tokens since each latent last fired, as ours counts
+    n_batches = x.shape[0] // BATCH
+    aux_steps = 0
+    last: dict = {}
 
     def step(i: int) -> None:
+        nonlocal aux_steps
         sae.train()
-        out = sae.training_forward_pass(TrainStepInput(
-            sae_in=x[(i % (x.shape[0] // BATCH)) * BATCH:][:BATCH], coefficients=sae.get_coefficients(),
-            dead_neuron_mask=dead, n_training_steps=i, is_logging_step=False))
+        dead = since >= window
+        xb = x[(i % n_batches) * BATCH:][:BATCH]
+        out = sae.training_forward_pass(TrainStepInput(sae_in=xb, coefficients=sae.get_coefficients(),
+                                                       dead_neuron_mask=dead, n_training_steps=i, is_logging_step=False))
+        with torch.no_grad():  # SAETrainer's firing bookkeeping
+            did_fire = out.feature_acts.bool().float().sum(-2).bool()
+            if did_fire.is_sparse:
+                did_fire = did_fire.to_dense()
+            since.add_(BATCH)
+            since[did_fire] = 0
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
+        if i >= warm:
+            aux = out.losses.get("auxiliary_reconstruction_loss", 0.0)
+            aux_steps += float(aux.detach() if torch.is_tensor(aux) else aux) > 0
+        last.update(fvu=fvu(xb, out.sae_out.detach()), dead=float(dead.float().mean()))
 
-    step(0)
-    t = time.perf_counter()
-    for i in range(1, steps + 1):
+    for i in range(warm):
         step(i)
-    return steps * BATCH / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for i in range(warm, warm + steps):
+        step(i)
+    dt = time.perf_counter() - t
+    sae.eval()
+    with torch.no_grad():
+        held = fvu(x_eval, sae(x_eval))
+    return {"tokens_per_s": steps * BATCH / dt, "timed_steps_with_auxk": int(aux_steps), "dead_share_at_end": round(last["dead"], 4),
+            "train_fvu_last": round(last["fvu"], 4), "held_out_fvu": round(held, 4)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per run")
+    ap.add_argument("--warm", type=int, default=2, help="untimed steps at the start of every run")
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each, interleaved; medians reported")
+    ap.add_argument("--dead-window", type=int, default=BATCH, help="tokens without firing after which a latent is dead (AuxK)")
     ap.add_argument("--no-saelens", action="store_true")
     ap.add_argument("--no-dense", action="store_true", help="skip the dense-decode comparison")
     args = ap.parse_args()
-    x = torch.randn(BATCH * (args.steps + 1), D_IN, generator=torch.Generator().manual_seed(0))
+    assert args.warm >= 1
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(BATCH * (args.warm + args.steps), D_IN, generator=g)
+    x_eval = torch.randn(BATCH, D_IN, generator=g)
     try:
         import sae_lens
 
@@ -77,18 +119,27 @@ def main() -> None:
         sl_version = sae_lens.__version__
     except ImportError:
         have_saelens, sl_version = False, None
-    res: dict = {"setting": {"d_in": D_IN, "d_sae": D_SAE, "k": K, "batch": BATCH, "steps": args.steps},
+    res: dict = {"setting": {"d_in": D_IN, "d_sae": D_SAE, "k": K, "batch": BATCH, "steps": args.steps, "warm": args.warm,
+                             "dead_window_tokens": args.dead_window, "repeats": args.repeats, "lr": LR},
                  "torch": torch.__version__, "sae_lens": sl_version, "cpu": platform.processor() or platform.machine(),
-                 "tokens_per_s": {}}
+                 "runs": {}, "tokens_per_s": {}}
     for th in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(th)
-        row = {"ours_sparse_decode": round(ours(x, args.steps, "sparse"), 1)}
-        if not args.no_dense:
-            row["ours_dense_decode"] = round(ours(x, args.steps, "dense"), 1)
+        runs: dict[str, list[dict]] = {}
+        for _ in range(args.repeats):
+            runs.setdefault("ours_sparse_decode", []).append(ours(x, x_eval, args.steps, args.warm, "sparse", args.dead_window))
+            if not args.no_dense:
+                runs.setdefault("ours_dense_decode", []).append(ours(x, x_eval, args.steps, args.warm, "dense", args.dead_window))
+            if have_saelens:
+                runs.setdefault("saelens", []).append(saelens(x, x_eval, args.steps, args.warm, args.dead_window))
+            print(json.dumps({th: {k: v[-1] for k, v in runs.items()}}), flush=True)
+        row = {k: round(statistics.median(r["tokens_per_s"] for r in v), 1) for k, v in runs.items()}
         if have_saelens:
-            row["saelens"] = round(saelens(x, args.steps), 1)
             row["speedup_vs_saelens"] = round(row["ours_sparse_decode"] / row["saelens"], 2)
+            if "ours_dense_decode" in row:
+                row["dense_speedup_vs_saelens"] = round(row["ours_dense_decode"] / row["saelens"], 2)
         res["tokens_per_s"][f"{th}_threads"] = row
+        res["runs"][f"{th}_threads"] = runs
     print(json.dumps(res, indent=1))
 
 

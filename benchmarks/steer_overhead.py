@@ -5,7 +5,8 @@ A random LLaVA-style model (Llama of --hidden, --layers blocks; a small CLIP tow
 SAE of --d-sae latents: "one" = a one-latent concept edited (`set c = 4`) at --layer, "many" =
 --many concepts edited at --layer and --layer + 1; each on the sparse path (only the edited latents
 are encoded) and the dense one (the whole SAE). All modes are interleaved --repeats times
-(timings on shared CPUs are noisy: compare ratios of medians, and of minima, taken together).
+(timings on shared CPUs are noisy: compare ratios of medians, of minima, and of the median CPU time
+of this process, which other jobs on the machine disturb less than wall time).
 Prints one JSON object.
 
     python benchmarks/steer_overhead.py                  # hidden 1024, 8 layers, 16,384 latents
@@ -20,6 +21,16 @@ about 90 tokens; end-of-sequence disabled so every run makes --tokens tokens), w
 the decoder-row delta, at every position but <s> of every step) written as an nnsight trace around
 `generate`; nnsight is optional: the script pip-installs it into the running interpreter's
 environment when it is missing (--no-nnsight skips it).
+
+Before anything is timed, every steered mode runs once more, untimed, under a counter
+(`check_edits`): at each edited layer, a hook in front of every other hook copies the block's
+input and a hook on the block's first sub-module reads it after the edits, at every forward call.
+The report says, per mode, how many of the decode steps had their new position edited (it must be
+all of them: the prefill makes the first token, each decode step one more) and, for the one-latent
+modes, whether every edit equals `(4 - z) * W_dec[latent]` at every edited position. A runtime that
+skipped the decode steps would still change the tokens (the prefill is edited) and would time as
+cheap; the script stops with status 1, before timing, when any mode misses a step. The unsteered mode is counted
+too (0 edits: the counter itself works).
 """
 
 from __future__ import annotations
@@ -130,6 +141,56 @@ def nnsight_runner(model, inputs: dict, sae, latent: int, layer: int, value: flo
     return run
 
 
+def check_edits(model, adapter, run, layers: list[int], one: tuple | None = None) -> dict:  # noqa: ANN001
+    """Run `run()` once under a counter at each of `layers`: per forward call, which positions the
+    edits changed. `one` = (sae, latent, value): also check that each change is (value - z) * W_dec[latent]."""
+    blocks = adapter.decoder_layers()
+    calls: list[dict] = []
+    before: dict[int, torch.Tensor] = {}
+    worst = 0.0
+
+    def early(layer: int):  # noqa: ANN202
+        def hook(_m, args, kwargs):  # noqa: ANN001, ANN202
+            before[layer] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+        return hook
+
+    def late(layer: int):  # noqa: ANN202
+        def hook(_m, args, kwargs):  # noqa: ANN001, ANN202
+            nonlocal worst
+            h, h0 = (args[0] if args else kwargs["hidden_states"]).detach(), before.pop(layer)
+            diff = h - h0
+            changed = diff.abs().amax(-1) > 0  # [B, T]
+            calls.append({"layer": layer, "T": int(h.shape[1]), "changed": int(changed.sum()),
+                          "last_changed": bool(changed[:, -1].all())})
+            if one is not None:
+                sae, latent, value = one
+                x = h0 - sae.b_dec if sae.cfg.apply_b_dec_to_input else h0
+                z = torch.relu(x @ sae.W_enc[:, latent] + sae.b_enc[latent])
+                want = (value - z).unsqueeze(-1) * sae.W_dec[latent]
+                err = (diff - want)[changed].abs().max() / want[changed].abs().max() if bool(changed.any()) else torch.tensor(0.0)
+                worst = max(worst, float(err))
+        return hook
+
+    handles = []
+    try:
+        for layer in layers:
+            assert layer < len(blocks), "the counter reads the input of a block"
+            handles.append(blocks[layer].register_forward_pre_hook(early(layer), with_kwargs=True, prepend=True))
+            handles.append(blocks[layer].input_layernorm.register_forward_pre_hook(late(layer), with_kwargs=True))
+        with torch.no_grad():
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    decode = [c for c in calls if c["T"] == 1]
+    out = {"forward_calls_per_layer": len(calls) // max(len(layers), 1), "decode_steps_per_layer": len(decode) // max(len(layers), 1),
+           "decode_steps_edited": sum(c["last_changed"] for c in decode) // max(len(layers), 1),
+           "prefill_positions_edited": [c["changed"] for c in calls if c["T"] > 1]}
+    if one is not None:
+        out["max_relative_error_vs_expected_edit"] = round(worst, 6)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hidden", type=int, default=1024)
@@ -152,6 +213,8 @@ def main() -> None:
     if a.toy and a.d_sae == 16384:
         a.d_sae, a.layer = 1024, 2
     torch.set_num_threads(a.threads)
+
+    import transformers
 
     from steerlang.lang import compile_program
     from steerlang.runtime.adapters import adapter_for
@@ -188,16 +251,31 @@ def main() -> None:
         nnsight_version = None if a.no_nnsight else ensure_nnsight()
         if nnsight_version is not None:
             runners["nnsight.one"] = nnsight_runner(model, inputs, saes["one"], 7, a.layer, 4.0, a.tokens)
+        edit_layers = {"one": [a.layer], "many": [a.layer, a.layer + 1], "nnsight": [a.layer], "unsteered": [a.layer]}
+        checks = {}
+        for k, fn in runners.items():
+            one = (saes["one"], 7, 4.0) if k.startswith(("one.", "nnsight.")) else None
+            checks[k] = check_edits(model, adapter, fn, edit_layers[k.split(".")[0]], one)
+        expected = a.tokens - 1  # the prefill makes the first token, each decode step one more
+        verified = all(c["decode_steps_per_layer"] == expected and (c["decode_steps_edited"] == (0 if k == "unsteered" else expected))
+                       and c.get("max_relative_error_vs_expected_edit", 0.0) < 1e-3 for k, c in checks.items())
+        if not verified:  # timing a runtime that skips steps would flatter it: stop before timing
+            print(json.dumps({"edits_verified": False, "expected_decode_steps": expected, "edit_counter": checks}, indent=1))
+            print("steer_overhead: some steered mode did not edit every decode step (edit_counter above); not timing "
+                  "a broken runtime", file=sys.stderr)
+            raise SystemExit(1)
         times: dict[str, list[float]] = {k: [] for k in runners}
+        cpu: dict[str, list[float]] = {k: [] for k in runners}  # CPU time of this process: less hit by other jobs
         outs: dict[str, object] = {}
         with torch.no_grad():
             for fn in runners.values():  # warm-up
                 fn()
             for _ in range(a.repeats):
                 for k, fn in runners.items():  # interleaved: drifts of a shared machine hit every mode alike
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     outs[k] = fn()
                     times[k].append(time.perf_counter() - t0)
+                    cpu[k].append(time.process_time() - c0)
     med = {k: statistics.median(v) for k, v in times.items()}
     base, base_min = med["unsteered"], min(times["unsteered"])
     print(json.dumps({
@@ -206,11 +284,16 @@ def main() -> None:
         "median_s": {k: round(v, 4) for k, v in med.items()},
         "ratio": {k: round(v / base, 3) for k, v in med.items() if k != "unsteered"},
         "ratio_min": {k: round(min(times[k]) / base_min, 3) for k in times if k != "unsteered"},
+        "ratio_cpu": {k: round(statistics.median(cpu[k]) / statistics.median(cpu["unsteered"]), 3) for k in cpu if k != "unsteered"},
+        "median_cpu_s": {k: round(statistics.median(v), 4) for k, v in cpu.items()},
         "sparse_equals_dense_tokens": bool(torch.equal(outs["one.sparse"], outs["one.dense"])),  # type: ignore[arg-type]
         "nnsight": nnsight_version,
         "nnsight_equals_sparse_tokens": (bool(torch.equal(outs["nnsight.one"], outs["one.sparse"]))  # type: ignore[arg-type]
                                          if "nnsight.one" in outs else None),
         "steered_differs_from_unsteered": not bool(torch.equal(outs["one.sparse"], outs["unsteered"])),  # type: ignore[arg-type]
+        "edits_verified": verified,
+        "edit_counter": checks,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "times_s": {k: [round(x, 4) for x in v] for k, v in times.items()},
     }, indent=1))
 
