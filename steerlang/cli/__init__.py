@@ -5,9 +5,10 @@ Exit codes: 0 ok, 1 program or input error (one line, no traceback unless --debu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import typer
@@ -43,6 +44,32 @@ def user_errors(fn: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def terminal_bar(label: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+    """A rich bar on stderr when stderr is a terminal; nothing otherwise (logs stay clean).
+    Yields `update(done, total=None)`."""
+    if not err_console.is_terminal:
+        yield lambda _done, _total=None: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+
+        def update(done: int, new_total: int | None = None) -> None:
+            bar.update(task, completed=done, **({"total": new_total} if new_total is not None else {}))
+
+        yield update
 
 
 @app.callback()

@@ -5,35 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-from steerlang.cli import app, err_console, out_console, user_errors
+from steerlang.cli import app, err_console, out_console, terminal_bar, user_errors
 from steerlang.errors import InputError
-
-
-@contextmanager
-def _progress(label: str) -> Iterator[Callable[[int, int | None], None]]:
-    """A rich bar on stderr when stderr is a terminal; nothing otherwise (logs stay clean)."""
-    if not err_console.is_terminal:
-        yield lambda _done, _total: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=err_console, transient=True) as bar:
-        task = bar.add_task(label, total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def _work_dir(outputs: list[Path | None]) -> Path | None:
@@ -100,7 +77,7 @@ def audit_cmd(
     if out_data is not None:
         check_out_data(ds, out_data)
     work = _work_dir([json_out, html_out, out_data])
-    with _progress("auditing") as on_progress:
+    with terminal_bar("auditing") as on_progress:
         report = audit(ds, model, dictionary, layer=layer, text_layer=text_layer, all_concepts=all_concepts, prompt=prompt,
                        saev=saev, delta=delta, batch_size=batch_size, settings=Settings(rare=rare, min_count=min_count),
                        work_dir=work, thumbnails=worst, on_progress=on_progress)

@@ -3,39 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-from steerlang.cli import app, err_console, out_console, user_errors
+from steerlang.cli import app, err_console, out_console, terminal_bar, user_errors
 from steerlang.errors import InputError
 
 data_app = typer.Typer(help="Datasets: check an image-caption corpus, export the toy world as one.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
-
-
-@contextmanager
-def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """A rich bar on stderr when stderr is a terminal; nothing otherwise (logs stay clean)."""
-    if not err_console.is_terminal:
-        yield lambda _n: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=err_console, transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.update(task, completed=n)
 
 
 @data_app.command("check")
@@ -57,7 +34,7 @@ def check_cmd(
 
     ds = open_dataset(source, caption_column, prompt_column=prompt_column, split=split, image_column=image_column,
                       max_examples=examples)
-    with _progress("checking", ds.count_rows()) as on_row:
+    with terminal_bar("checking", ds.count_rows()) as on_row:
         report = ds.check(on_row=on_row)
     if as_json:
         out_console.print(json.dumps(report.to_json()), markup=False)
@@ -86,7 +63,7 @@ def toy_cmd(
     """Write toy-world scenes as an imagefolder corpus: PNGs, metadata.jsonl (file_name, text), truth.jsonl (for measuring)."""
     from steerlang.world.corpus import export_toy_corpus
 
-    with _progress("writing", count if count > 0 else None) as on_row:
+    with terminal_bar("writing", count if count > 0 else None) as on_row:
         n = export_toy_corpus(out, seed=seed, count=count, mismatch_rate=mismatch_rate, with_kinds=with_kinds,
                               without_kinds=without_kinds, objects=objects, on_row=on_row)
     err_console.print(f"wrote {n} samples to {out} (metadata.jsonl, truth.jsonl)", markup=False)
