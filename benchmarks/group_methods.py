@@ -47,14 +47,9 @@ def measure(fires: torch.Tensor, held, kind: int) -> dict:  # noqa: ANN001
 
 def run_layer(layer: int, sizes: list[int], precision: float, share: float) -> dict:
     from steerlang.dictionary.api import EVAL_SCENE_SEED, TRAIN_SCENE_SEED, harvested
-    from steerlang.dictionary.build_concepts import (
-        BACKGROUND,
-        Codes,
-        choose_image_group,
-        choose_pre_group,
-        load_split,
-    )
+    from steerlang.dictionary.build_concepts import Codes, choose_image_group, choose_pre_group
     from steerlang.dictionary.io import load_dictionary
+    from steerlang.world.oracle_concepts import BACKGROUND, load_split
     from steerlang.world.scenes import KINDS
 
     dict_dir = ROOT / "dictionaries" / "toyworld"

@@ -43,8 +43,8 @@ def train_vlsae(layer: int, latents: int, k: int, steps: int, seed: int):  # noq
     import torch
 
     from steerlang.dictionary.api import TRAIN_SCENE_SEED, harvested
-    from steerlang.dictionary.build_concepts import load_split
     from steerlang.dictionary.crossmodal import JointConfig, train_joint
+    from steerlang.world.oracle_concepts import load_split
 
     split = load_split(harvested("toyworld", seed=TRAIN_SCENE_SEED, count=3000), layer, TRAIN_SCENE_SEED)
     x = torch.cat([split.x_img, split.x_txt])

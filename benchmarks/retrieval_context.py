@@ -116,11 +116,12 @@ def main() -> None:
         strict_ceiling,
     )
     from steerlang.dictionary.api import EVAL_SCENE_SEED, TRAIN_SCENE_SEED, harvested
-    from steerlang.dictionary.build_concepts import GRID, Codes, load_split
+    from steerlang.dictionary.build_concepts import Codes
     from steerlang.dictionary.concept_codes import concept_set_recall, image_codes, ordered_code
     from steerlang.dictionary.concepts import load_concept_set
     from steerlang.dictionary.io import load_dictionary
     from steerlang.world.model import load_model
+    from steerlang.world.oracle_concepts import GRID, load_split
 
     layers = args.layer or [0, 1, 2, 3, 4]
     bundle = load_model("toyworld")

@@ -109,7 +109,10 @@ def show_cmd(
         if not (model or cs.model):
             raise InputError(f"--model: {cs.name} does not name the model its SAEs were trained on; pass --model")
         path = out or Path(f"{c.name.replace('/', '_')}.png")
-        save_png(top_patch_grid(load_model(model or cs.model), cs, c), path)
+        from steerlang.world.scenes import make_scene, render
+
+        images = [render(make_scene(3, i)) for i in range(200)]  # held-out toy scenes (stream 3)
+        save_png(top_patch_grid(load_model(model or cs.model), cs, c, images), path)
         card["picture"] = str(path)
     if as_json:
         out_console.print(json.dumps(card), markup=False)

@@ -322,6 +322,21 @@ def build_cmd(
     skip_saes: bool = typer.Option(False, "--skip-saes", help="Keep the trained SAEs of --out; redo concepts only."),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate every SAE on held-out scenes (eval.json)."),
     force: bool = typer.Option(False, "--force", help="Replace the concept set already at --out (the shipped one included)."),
+    data: str | None = typer.Option(None, "--data", help="Build from an image-caption dataset alone (an imagefolder corpus, a "
+                                    "save_to_disk folder, or toyworld:SEED:COUNT; see docs/data.md): SAEs on its harvest, "
+                                    "concepts named and grouped from its captions. Without it: the toy world's supervised build."),
+    reuse_saes: str | None = typer.Option(None, "--reuse-saes", help="With --data: take the SAEs of this concept set "
+                                          "(e.g. dictionaries/toyworld) instead of training them."),
+    caption_column: str = typer.Option("text", "--caption-column", help="With --data: the caption column."),
+    prompt_column: str | None = typer.Option(None, "--prompt-column", help="With --data: a column holding each row's prompt."),
+    split: str | None = typer.Option(None, "--split", help="With --data: the split to read."),
+    prompt: str | None = typer.Option(None, "--prompt", help="With --data: the prompt asked with each image (default: the "
+                                      "model's own, else its chat template with the image alone)."),
+    concept: list[str] | None = typer.Option(None, "--concept", help="With --data: a concept word (repeatable; default: the "
+                                             "captions' content words that name at least 20 samples and at most half)."),
+    question: str | None = typer.Option(None, "--question", help="With --data: a yes/no question with {word}, e.g. "
+                                        "\"Is there a {word} in the image?\", to calibrate layers where image states see the "
+                                        "prompt (default: the model's own; the toy model's \"is there a {word} ?\")."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
 ) -> None:
     """Train every layer's image and text dictionary, then align, name and group them into concepts."""
@@ -330,7 +345,9 @@ def build_cmd(
     check_build_target(out, force=force, skip_saes=skip_saes)  # before any progress display
     with on_interrupt(lambda: _build_interrupted(out)), _RichBuildEvents() as events:
         summary = build_concept_set(out, model=model, count=count, skip_saes=skip_saes, evaluate=evaluate, force=force,
-                                    events=events)
+                                    events=events, data=data, reuse_saes=reuse_saes, caption_column=caption_column,
+                                    prompt_column=prompt_column, split=split, prompt=prompt, words=concept or None,
+                                    question=question)
     if as_json:
         out_console.print(json.dumps(summary), markup=False)
         return
@@ -355,7 +372,12 @@ def _build_summary(s: dict[str, Any]) -> list[str]:
     """Readable lines for the summary `build_concept_set` returns."""
     from steerlang.dictionary.api import _duration
 
-    if s["skip_saes"]:
+    if s.get("data") is not None:
+        how = (f"on the {s['saes']} SAEs of {s['reused_from']}" if s.get("reused_from") else
+               f"on its {s['saes']} SAEs" if s["skip_saes"] else f"{s['saes']} SAEs ({len(s['trained'])} trained)")
+        lines = [f"built {s['out']} in {_duration(s['seconds'])} from the captions of {s['data']} ({s['samples']} samples), "
+                 f"{how}; concept words: {', '.join(s['words'][:12])}{' ...' if len(s['words']) > 12 else ''}"]
+    elif s["skip_saes"]:
         lines = [f"rebuilt the concepts of {s['out']} in {_duration(s['seconds'])}, on its {s['saes']} SAEs"]
     else:
         reused = f", {len(s['reused'])} reused from the unfinished build" if s["reused"] else ""
@@ -423,11 +445,14 @@ def card_cmd(
             with err_console.status(f"loading {model or cs.model}"):
                 bundle = load_model(model or cs.model)
             named = [c for c in cs.concepts if c.space == "joint" and "@" not in c.name and any(g.modality == "image" for g in c.groups)]
+            from steerlang.world.scenes import make_scene, render
+
+            images = [render(make_scene(3, i)) for i in range(120)]  # held-out toy scenes (stream 3)
             with _progress(_field_column("note")) as bar:
                 task = bar.add_task("heatmaps", total=len(named), note="")
                 for c in named:
                     bar.update(task, note=c.name)
-                    pics[c.key] = top_patch_grid(bundle, cs, c, count=120, top=6)
+                    pics[c.key] = top_patch_grid(bundle, cs, c, images, top=6)
                     bar.advance(task)
     write_text(html_out, render_html(cs, pics))
     err_console.print(f"wrote {html_out}")
@@ -446,10 +471,10 @@ def align_eval_cmd(
 ) -> None:
     """Compare aligned-separate, shared (SAE-V style) and VL-SAE style joint dictionaries on held-out scenes."""
     from steerlang.dictionary.api import EVAL_SCENE_SEED, TRAIN_SCENE_SEED, cache_root, harvested
-    from steerlang.dictionary.build_concepts import GRID, load_split
     from steerlang.dictionary.concept_codes import concept_set_recall, measured_concepts
     from steerlang.dictionary.concepts import load_concept_set
     from steerlang.dictionary.crossmodal import compare_layer
+    from steerlang.world.oracle_concepts import GRID, load_split
 
     cache = cache or cache_root() / "joint"
     train_acts = harvested(model, seed=TRAIN_SCENE_SEED, count=3000)

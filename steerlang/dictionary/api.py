@@ -50,7 +50,7 @@ def harvested(
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """A shard folder of all layers for `count` scenes of stream `seed` under `prompts` (describe or
-    questions, see `steerlang.dictionary.toy_harvest`); harvested once, then reused.
+    questions, see `steerlang.world.toy_harvest`); harvested once, then reused.
 
     The toy world is read as the dataset ``toyworld:SEED:COUNT`` through `harvest_dataset`, which
     writes the shards in a hidden sibling (``.<name>.partial``) renamed into place once complete:
@@ -476,15 +476,15 @@ def build_concepts(
     the set is called `name` (default: the folder's name)."""
     from dataclasses import asdict
 
-    from steerlang.dictionary.build_concepts import (
-        assemble_concepts,
+    from steerlang.dictionary.concepts import save_concept_set
+    from steerlang.dictionary.io import load_dictionary
+    from steerlang.models.bundle import load_model
+    from steerlang.world.oracle_concepts import (
+        assemble_kind_concepts,
         build_layer,
         load_split,
         reference_states,
     )
-    from steerlang.dictionary.concepts import save_concept_set
-    from steerlang.dictionary.io import load_dictionary
-    from steerlang.models.bundle import load_model
 
     out = Path(out)
     index = json.loads((out / "saes.json").read_text())
@@ -513,7 +513,7 @@ def build_concepts(
                                   train, held, min_precision=min_precision,
                                   image_read="pre" if image_first or layer == 0 else "linear", questions=questions, log=log)
         reports[layer], layer_groups[layer] = asdict(rep), groups
-    concepts = assemble_concepts(layer_groups)
+    concepts = assemble_kind_concepts(layer_groups)
     states = reference_states(bundle, layers, train_acts, TRAIN_SCENE_SEED)
     save_concept_set(out, name=name or out.name, model=model, layers=layers, concepts=concepts, tensors=states)
     report = {"model": model, "train_scenes": {"seed": TRAIN_SCENE_SEED, "count": count},
@@ -521,6 +521,120 @@ def build_concepts(
               "n_concepts": {s: sum(c.space == s for c in concepts) for s in ("joint", "image", "text")}}
     write_text(out / "concepts_report.json", json.dumps(report, indent=1) + "\n")
     return report
+
+
+def build_concepts_from_captions(
+    out: str | os.PathLike,
+    *,
+    model: str,
+    data: str | os.PathLike,
+    acts: str | os.PathLike,
+    caption_column: str = "text",
+    prompt_column: str | None = None,
+    split: str | None = None,
+    prompt: str | None = None,
+    words: Sequence[str] | None = None,
+    question: str | None = None,
+    log: Callable[[str], None] = lambda _m: None,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Align, name and group the dictionaries in `out/saes.json` into `out/concepts.json` (+ states)
+    reading nothing but the dataset's images and captions (`steerlang.dictionary.caption_concepts`):
+    the harvest `acts` of `data` and each sample's caption text. `words`: the concept words (default:
+    the captions' content words that name enough samples). `question`: a yes/no question template
+    with ``{word}`` (default: the model's own, `model_question`); where image states can see the
+    prompt, the same images are harvested again under such questions about caption words and the
+    groups there are fitted under both prompt sets."""
+    from dataclasses import asdict
+
+    from steerlang.data.api import open_dataset
+    from steerlang.dictionary import caption_concepts as cc
+    from steerlang.dictionary.build_concepts import assemble_concepts
+    from steerlang.dictionary.concepts import save_concept_set
+    from steerlang.dictionary.harvest import caption_tokens
+    from steerlang.dictionary.io import load_dictionary
+    from steerlang.models.bundle import load_model
+
+    out = Path(out)
+    index = json.loads((out / "saes.json").read_text())
+    layers = sorted(int(x) for x in index["layers"])
+    paths = {(int(e["layer"]), e["modality"]): out / e["path"] for e in index["saes"]}
+    missing = [f"layer {la} {m}" for la in layers for m in ("image", "text") if (la, m) not in paths]
+    if missing:
+        raise InputError(f"{out / 'saes.json'}: concepts need an image and a text SAE at every layer; missing {', '.join(missing)}")
+    acts = Path(acts)
+    manifest = read_manifest(acts)
+    grid = cc.check_grid(manifest.get("metadata", {}).get("patch_grid"), f"--model {model}")
+    have = [int(x) for x in manifest["layers"]]
+    if not set(layers) <= set(have):
+        raise InputError(f"{acts}: the harvest has layers {have}; the dictionaries need {layers}")
+    bundle = load_model(model)
+    ds = open_dataset(data, caption_column, prompt_column=prompt_column, split=split)
+    log(f"reading the captions of {ds.location}")
+    text = caption_tokens(bundle, ds, prompt)
+    train_rows, held_rows = cc.split_rows(list(text))
+    if len(held_rows) < 10 or len(train_rows) < 50:
+        raise InputError(f"--data {data}: {len(text)} usable samples; building concepts needs at least 100 "
+                         f"(1 in {cc.HELD_EVERY} is held out to score names)")
+    first = (cc.load_corpus_layer(acts, layers[0], train_rows, text, grid),
+             cc.load_corpus_layer(acts, layers[0], held_rows, text, grid))
+    words = list(words) if words else cc.concept_words(first[0].captions)
+    if not words:
+        raise InputError(f"--data {data}: no caption word names at least 20 training samples (and at most half); "
+                         "give more samples, or the concept words with --concept")
+    log(f"concept words ({len(words)}): {', '.join(words[:20])}{' ...' if len(words) > 20 else ''}")
+    labels = cc.label_patches(first, load_dictionary(paths[(layers[0], "image")]), words, log=log)
+    image_first = bundle.template.lstrip().startswith("{image}")
+    q_acts = None
+    question = question or model_question(bundle)
+    if question and not image_first and len(layers) > 1:
+        from steerlang.dictionary.harvest import harvest_dataset
+
+        example = cc.CaptionQuestions(words, question)
+        digest = hashlib.sha256(example.key.encode()).hexdigest()[:12]
+        q_root = acts.parent / f"{acts.name}-questions-{digest}"
+        log(f"harvesting the same images under yes/no questions ({question!r}) into {q_root}")
+        q_acts = harvest_dataset(bundle, ds, [la for la in layers if la != layers[0]], q_root, prompt=prompt, example=example)
+    reports, layer_groups, states = {}, {}, {}
+    for layer in layers:
+        train, held = first if layer == layers[0] else (cc.load_corpus_layer(acts, layer, train_rows, text, grid),
+                                                         cc.load_corpus_layer(acts, layer, held_rows, text, grid))
+        read = "pre" if image_first or layer == layers[0] else "linear"
+        qs = None
+        if q_acts is not None and read == "linear":
+            qs = (cc.load_question_images(q_acts, layer, train), cc.load_question_images(q_acts, layer, held))
+        rep, groups = cc.build_caption_layer(layer, load_dictionary(paths[(layer, "image")]), load_dictionary(paths[(layer, "text")]),
+                                             train, held, labels, image_read=read, questions=qs, log=log)
+        reports[layer], layer_groups[layer] = asdict(rep), groups
+        states.update(cc.reference_states(train, labels, layer))
+    concepts = assemble_concepts(layer_groups, words=words)
+    save_concept_set(out, name=name or out.name, model=model, layers=layers, concepts=concepts, tensors=states)
+    report = {"model": model, "built_from": "captions", "data": str(data), "samples": len(text), "question": question if q_acts else None,
+              "train_samples": len(train_rows), "held_out_samples": len(held_rows), "words": words,
+              "seeds": {w: asdict(p) for w, p in labels.plans.items()}, "layers": reports,
+              "n_concepts": {s: sum(c.space == s for c in concepts) for s in ("joint", "image", "text")}}
+    write_text(out / "concepts_report.json", json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def model_question(bundle: Any) -> str | None:
+    """A model's own yes/no question template: ``"question"`` of a ``steerlang.json`` beside its
+    weights, or the toy world's "is there a {word} ?" for the toy models; None otherwise."""
+    from steerlang.dictionary.harvest import MODEL_PROMPT_FILE
+
+    path = getattr(bundle, "path", None)
+    own = Path(path) / MODEL_PROMPT_FILE if path is not None else None
+    cfg: Any = {}
+    if own is not None and own.is_file():
+        try:
+            cfg = json.loads(own.read_text())
+        except (OSError, ValueError):
+            cfg = {}
+    q = cfg.get("question") if isinstance(cfg, dict) else None
+    if isinstance(q, str) and "{word}" in q:
+        return q
+    toy = getattr(bundle, "name", None) == "toyworld" or (isinstance(cfg, dict) and cfg.get("template") == "{prompt} {image}")
+    return "is there a {word} ?" if toy else None
 
 
 # The shipped toy-world set: what `steer dict build` trains (measured choices, see docs/dictionaries.md).
@@ -638,9 +752,23 @@ def build_concept_set(
     evaluate: bool = True,
     force: bool = False,
     events: BuildEvents | None = None,
+    data: str | os.PathLike | None = None,
+    reuse_saes: str | os.PathLike | None = None,
+    caption_column: str = "text",
+    prompt_column: str | None = None,
+    split: str | None = None,
+    prompt: str | None = None,
+    words: Sequence[str] | None = None,
+    question: str | None = None,
 ) -> dict[str, Any]:
     """`steer dict build`: train every layer's image and text SAE, evaluate them, and align, name and
     group them into a concept set at `out`, never leaving `out` half-written.
+
+    With `data` (an image-caption dataset: a corpus folder, a save_to_disk folder, or
+    ``toyworld:SEED:COUNT``), everything comes from that dataset's images and captions alone: the
+    SAEs are trained on its harvest (or, with `reuse_saes`, taken from that concept set or SAE set)
+    and the concepts are built by `build_concepts_from_captions` (`words`, `question` as there).
+    Without it, the toy world's supervised build (scenes of stream 2, the renderer's patch truth).
 
     Everything is built in `build_dir(out)` (``.<name>.build`` beside `out`) and swapped in whole at
     the end by `steerlang.atomic.replace_dir` (one atomic exchange on Linux): `out` holds the old set
@@ -655,6 +783,14 @@ def build_concept_set(
     check_build_target(out, force=force, skip_saes=skip_saes)
     if count < 1:
         raise InputError(f"--count: must be at least 1, got {count}")
+    if data is None and reuse_saes is not None:
+        raise InputError("--reuse-saes: goes with --data (a concept build from captions); to rebuild the concepts of "
+                         "--out on its own SAEs, use --skip-saes")
+    if data is not None:
+        return _build_from_data(out, model=model, data=data, reuse_saes=reuse_saes, layers=layers, modalities=modalities,
+                                settings=settings, skip_saes=skip_saes, evaluate=evaluate, events=events, t0=t0,
+                                caption_column=caption_column, prompt_column=prompt_column, split=split, prompt=prompt,
+                                words=words, question=question)
     settings = settings if settings is not None else toyworld_settings(count)
     layers = list(layers) if layers is not None else all_layers(model)
     plan = _plan(layers, modalities, settings)
@@ -685,6 +821,74 @@ def build_concept_set(
     return {"out": str(out), "model": model, "seconds": round(time.perf_counter() - t0, 1), "skip_saes": skip_saes,
             "saes": len(plan), "trained": [] if skip_saes else [n for n in plan if n not in reused], "reused": reused,
             "train_scenes": report["train_scenes"], "held_out_scenes": report["held_out_scenes"],
+            "n_concepts": report["n_concepts"], "eval": list(rows.values()) if rows else None}
+
+
+def _reused_set(path: str | os.PathLike) -> Path:
+    """The folder of --reuse-saes: a concept set or SAE set folder with saes.json ("toyworld": the shipped one)."""
+    p = Path(path)
+    if str(path) == "toyworld" and not p.exists():
+        p = shipped_concept_set() or p
+    if not (p / "saes.json").is_file():
+        raise InputError(f"--reuse-saes: {path} holds no saes.json; give a concept set folder (e.g. dictionaries/toyworld) "
+                         "whose SAEs should be reused")
+    return p
+
+
+def _build_from_data(out: Path, *, model: str, data: str | os.PathLike, reuse_saes: str | os.PathLike | None,
+                     layers: Sequence[int] | None, modalities: Sequence[str], settings: dict[str, dict[str, Any]] | None,
+                     skip_saes: bool, evaluate: bool, events: BuildEvents, t0: float, caption_column: str,
+                     prompt_column: str | None, split: str | None, prompt: str | None, words: Sequence[str] | None,
+                     question: str | None) -> dict[str, Any]:
+    """`build_concept_set` with `data`: SAEs and concepts from an image-caption dataset alone."""
+    from steerlang.data.api import open_dataset
+    from steerlang.dictionary.harvest import check_harvest
+    from steerlang.models.bundle import load_model
+
+    if tuple(modalities) != ("image", "text"):
+        raise InputError("--data: a concept build needs image and text SAEs at every layer")
+    source = _reused_set(reuse_saes) if reuse_saes is not None else None
+    if source is not None:
+        layers = [int(x) for x in json.loads((source / "saes.json").read_text())["layers"]]
+    layers = list(layers) if layers is not None else all_layers(model)
+    ds = open_dataset(data, caption_column, prompt_column=prompt_column, split=split)
+    check_harvest(load_model(model), ds, layers, prompt)  # a missing --prompt, bad layers: before any work
+    data_kw = {"data": str(data), "caption_column": caption_column, "prompt_column": prompt_column, "split": split,
+               "prompt": prompt}
+    plan = {} if source is not None or skip_saes else \
+        _plan(layers, modalities, {k: {**v, **data_kw} for k, v in (settings or TOYWORLD_SETTINGS).items()})
+    mode = "concepts" if skip_saes else ("reuse" if source is not None else "full")
+    record = {"format": "steerlang-build", "version": 1, "mode": mode, "model": model, "model_key": _model_key(model),
+              "data": _data_key(ds), "data_options": data_kw, "reuse_saes": str(source) if source else None,
+              "layers": layers, "words": list(words) if words else None, "question": question, "saes": plan}
+    work = build_dir(out)
+    with _build_lock(work, out):
+        _start_build(work, json.loads(json.dumps(record)), events, fresh=source is not None or skip_saes)
+        reused = finished_saes(work, list(plan)) if plan else []
+        events.phase("harvesting", total=ds.count_rows())
+        acts = harvested_dataset(model, data, layers=layers, caption_column=caption_column, prompt_column=prompt_column,
+                                 split=split, prompt=prompt, on_batch=events.advance, log=events.log)
+        if skip_saes:
+            _link_set(out, work)
+        elif source is not None:
+            _link_set(source, work)
+        else:
+            build_dictionary_set(work, model=model, layers=layers, modalities=modalities, settings={
+                k: {**v, **data_kw} for k, v in (settings or TOYWORLD_SETTINGS).items()}, events=events)
+            if evaluate and model == "toyworld":
+                evaluate_set(work, model=model, resume=True, events=events)
+        events.phase("concepts")
+        events.log("building concepts from the captions: seed latents, patch labels, groups, names, alignment")
+        report = build_concepts_from_captions(work, model=model, data=data, acts=acts, caption_column=caption_column,
+                                              prompt_column=prompt_column, split=split, prompt=prompt, words=words,
+                                              question=question, log=events.log, name=out.name)
+        replace_dir(work, out)
+        (out / BUILD_RECORD).unlink()
+    rows = _eval_rows(out / "eval.json")
+    return {"out": str(out), "model": model, "seconds": round(time.perf_counter() - t0, 1), "skip_saes": skip_saes,
+            "saes": len(layers) * 2, "trained": [n for n in plan if n not in reused], "reused": reused,
+            "reused_from": str(source) if source else None, "data": str(data), "samples": report["samples"],
+            "train_scenes": None, "held_out_scenes": None, "words": report["words"],
             "n_concepts": report["n_concepts"], "eval": list(rows.values()) if rows else None}
 
 

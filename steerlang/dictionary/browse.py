@@ -96,11 +96,9 @@ def heatmap_overlay(image: Image.Image, act: np.ndarray, *, scale: int = 3, vmax
     return Image.alpha_composite(img.convert("RGBA"), overlay).convert("RGB")
 
 
-def top_patch_grid(bundle: Any, cs: ConceptSet, c: Concept, *, seed: int = 3, count: int = 200, top: int = 8) -> Image.Image:
-    """A row of the held-out scenes where the concept fires most, each with its heatmap."""
-    from steerlang.world.scenes import make_scene, render
-
-    images = [render(make_scene(seed, i)) for i in range(count)]
+def top_patch_grid(bundle: Any, cs: ConceptSet, c: Concept, images: Sequence[Image.Image], *, top: int = 8) -> Image.Image:
+    """A row of the `images` where the concept fires most, each with its heatmap."""
+    images = list(images)
     acts = patch_activations(bundle, cs, c, images)
     best = np.argsort(-acts.reshape(len(images), -1).max(1))[:top]
     tiles = [heatmap_overlay(images[i], acts[i]) for i in best]

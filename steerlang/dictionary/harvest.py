@@ -44,7 +44,7 @@ as an uninterrupted run (with other settings it starts over, saying so). Memory 
 batch of samples and at most one shard of rows are held at a time.
 
 Nothing here imports `steerlang.world` at import time: the toy world's own harvests (`harvest`,
-its question prompts) load `steerlang.dictionary.toy_harvest` when they run.
+its question prompts) load `steerlang.world.toy_harvest` when they run.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ _TOY = ("PROMPT_SETS", "harvest_examples", "position_labels", "scene_batch", "To
 
 def __getattr__(name: str) -> Any:
     if name in _TOY:
-        from steerlang.dictionary import toy_harvest
+        from steerlang.world import toy_harvest
 
         return getattr(toy_harvest, name)
     raise AttributeError(f"module 'steerlang.dictionary.harvest' has no attribute {name!r}")
@@ -724,7 +724,7 @@ def harvest(
     the describe prompts, or a yes/no question with prompts="questions"; see `toy_harvest`), through
     `harvest_dataset` into `out_dir` (resumable, moved into place when complete)."""
     from steerlang.data.toy import ToyWorldSource
-    from steerlang.dictionary.toy_harvest import ToyExamples, check_prompts
+    from steerlang.world.toy_harvest import ToyExamples, check_prompts
 
     if count <= 0:
         raise InputError(f"--count: must be at least 1, got {count}")
@@ -738,3 +738,27 @@ def harvest(
     meta = {"scene_seed": seed, "scene_count": count, "patch_grid": grid, "prompts": prompts}
     return harvest_dataset(bundle, ToyWorldSource(seed, count), layers, out_dir, batch_size=batch_size, shard_size=shard_rows,
                            dtype=dtype, on_batch=on_batch, log=log, example=ToyExamples(seed, prompts), metadata=meta)
+
+
+def caption_tokens(bundle: ModelBundle, dataset: Dataset, prompt: str | None = None,
+                   on_sample: Callable[[], None] | None = None) -> dict[int, tuple[str, list[str]]]:
+    """{row: (caption, its token strings)} for every good sample of `dataset`, exactly as
+    `harvest_dataset` lays the caption out (same prompt, template and tokenization), so that the
+    caption rows of a harvest, in position order, are these tokens. The concept builder reads words
+    from them; a harvest stores no text."""
+    adapter = adapter_for(bundle.model)
+    _, prompts = _check(bundle, adapter, dataset, [0], prompt, None)
+    tok = bundle.tokenizer
+    out: dict[int, tuple[str, list[str]]] = {}
+    stream = dataset.iter()
+    try:
+        for s in stream:
+            p, answer = prompts.of(s, bundle.name)
+            text, start, end = _sample_text(bundle, p, answer, prompts.chat)
+            ids = _answer_ids(tok, text, start, end)
+            out[int(s.row)] = (answer, [str(t) for t in tok.convert_ids_to_tokens(ids)])
+            if on_sample is not None:
+                on_sample()
+    finally:
+        stream.close()
+    return out

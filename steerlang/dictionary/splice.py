@@ -15,13 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from steerlang.dictionary.harvest import (
-    check_layers,
-    decoder_layers,
-    hook_point,
-    position_labels,
-    scene_batch,
-)
+from steerlang.dictionary.harvest import check_layers, decoder_layers, hook_point
 from steerlang.dictionary.sae import SAE
 from steerlang.dictionary.source import MODALITY_CODES
 from steerlang.models.bundle import ModelBundle
@@ -77,7 +71,10 @@ def spliced_loss(
     splices: Sequence[str] = ("image", "text", "both"),
 ) -> dict[str, dict[str, float]]:
     """ΔCE and loss recovered per splice group. `saes` maps "image"/"text" to the SAE used there
-    (one shared SAE may be given for both); "both" splices each group with its own SAE."""
+    (one shared SAE may be given for both); "both" splices each group with its own SAE. Measured
+    on the toy world's held-out scenes of stream `seed` (the toy model's own teacher-forced batches)."""
+    from steerlang.world.toy_harvest import position_labels, scene_batch
+
     check_layers(bundle, [layer])
     totals: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in splices}  # orig, sae, zero
     n_tok = 0

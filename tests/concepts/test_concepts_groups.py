@@ -104,7 +104,7 @@ def _planted_split(n_scenes: int, seed: int, question: bool = False):  # noqa: A
     question read before the image does at layers >= 1."""
     import numpy as np
 
-    from steerlang.dictionary.build_concepts import BACKGROUND, Split
+    from steerlang.world.oracle_concepts import BACKGROUND, Split
     from steerlang.world.scenes import KINDS
 
     g = torch.Generator().manual_seed(seed)
@@ -155,7 +155,7 @@ def _identity_sae(d: int, layer: int, modality: str):  # noqa: ANN202
 def test_build_layer_fits_linear_groups_across_prompts() -> None:
     """build_layer with image_read="linear": every kind gets a signed pre-activation group fitted on
     describe and question states together, precise under both (reported as under_questions)."""
-    from steerlang.dictionary.build_concepts import build_layer
+    from steerlang.world.oracle_concepts import build_layer
 
     sae = _identity_sae(24, 1, "image")
     train, held = _planted_split(160, 0), _planted_split(80, 1)
