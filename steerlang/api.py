@@ -31,7 +31,7 @@ from steerlang.lang import (
     require_content,
 )
 from steerlang.lang import check as check_ast
-from steerlang.lang.concepts import ConceptTable
+from steerlang.lang.concepts import ConceptTable, HeaderOverride
 from steerlang.lang.describe import describe_program
 from steerlang.lang.errors import Diagnostic
 from steerlang.models.bundle import ModelBundle, load_model
@@ -132,7 +132,8 @@ def check_program(path: str | os.PathLike, dictionary: str | None = None, *,
             raise LangError([Diagnostic(named.value.span, f"cannot load the dictionary: {exc}",
                                         "give a concept-set folder (or \"toyworld\") here, or check with --dictionary")],
                             {str(path): text}) from None
-    result = check_ast(program, tables[spec])
+    # --dictionary replaces the set the program's header names (the header is not checked against it).
+    result = check_ast(program, HeaderOverride(tables[spec]) if dictionary is not None else tables[spec])
     require_content(result)
     return result
 

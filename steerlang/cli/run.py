@@ -165,6 +165,7 @@ def run_cmd(
         require_content(header, run=True)
         images = program_images(header, image)
         session = sessions.get(model_for(header, model), dictionary_for(header, dictionary), dense)
+        session.dictionary_override = dictionary is not None
         prog = session.compile(program)
     except LangError as exc:
         err_console.out(exc.render(), highlight=False)
@@ -227,6 +228,7 @@ def test_cmd(
             require_content(header, run=True)
             images = program_images(header, image)
             session = sessions.get(model_for(header, model), dictionary_for(header, dictionary))
+            session.dictionary_override = dictionary is not None
             results = session.run(session.compile(path), images=images)
         except LangError as exc:
             err_console.out(exc.render(), highlight=False)

@@ -591,10 +591,11 @@ def build_concepts_from_captions(
         from steerlang.dictionary.harvest import harvest_dataset
 
         example = cc.CaptionQuestions(words, question)
-        digest = hashlib.sha256(example.key.encode()).hexdigest()[:12]
+        q_layers = layers[1:]
+        digest = hashlib.sha256(f"{example.key}|{q_layers}".encode()).hexdigest()[:12]
         q_root = acts.parent / f"{acts.name}-questions-{digest}"
         log(f"harvesting the same images under yes/no questions ({question!r}) into {q_root}")
-        q_acts = harvest_dataset(bundle, ds, [la for la in layers if la != layers[0]], q_root, prompt=prompt, example=example)
+        q_acts = harvest_dataset(bundle, ds, q_layers, q_root, prompt=prompt, example=example)
     reports, layer_groups, states = {}, {}, {}
     for layer in layers:
         train, held = first if layer == layers[0] else (cc.load_corpus_layer(acts, layer, train_rows, text, grid),

@@ -124,6 +124,26 @@ def threshold_for(score: Tensor, truth: Tensor, min_precision: float) -> float:
     return float(s[i]) if i + 1 == len(s) else float((s[i] + s[i + 1]) / 2)
 
 
+def thresholds_for(scores: Tensor, truth: Tensor, min_precision: float, chunk: int = 32) -> Tensor:
+    """`threshold_for` of every column of `scores` [N, C] at once: [C] (inf where none); the same
+    values, one sort per chunk of columns instead of one call per column."""
+    n = scores.shape[0]
+    out = []
+    ranks = torch.arange(1, n + 1)[:, None]
+    rows = torch.arange(n)[:, None]
+    for lo in range(0, scores.shape[1], chunk):
+        s, order = torch.sort(scores[:, lo : lo + chunk], dim=0, descending=True)
+        prec = truth[order].float().cumsum(0) / ranks
+        cut = torch.ones_like(s, dtype=torch.bool)
+        cut[:-1] = s[:-1] != s[1:]
+        i = torch.where(cut & (prec >= min_precision), rows, -1).amax(0)  # [c] last precise cut
+        at = s.gather(0, i.clamp(min=0)[None])[0]
+        below = s.gather(0, (i + 1).clamp(max=n - 1)[None])[0]
+        t = torch.where(i + 1 == n, at, (at + below) / 2)
+        out.append(torch.where(i < 0, torch.full_like(t, float("inf")), t))
+    return torch.cat(out) if out else torch.zeros(0)
+
+
 def greedy_union(masks: dict[int, Tensor], truth: Tensor, max_n: int, min_precision: float, min_gain: float) -> list[int]:
     """Up to `max_n` keys of `masks` ([N] bool each), added one at a time: the one whose union with
     those chosen covers the most `truth` rows while staying `min_precision` precise and gaining more
@@ -161,7 +181,7 @@ def choose_pre_group(pre: Tensor, labels: Tensor, kind: int, candidates: Sequenc
     n_true = float(truth.sum())
     if not candidates or n_true == 0:
         return None
-    thr = {j: threshold_for(pre[:, j], truth, min_precision) for j in candidates}
+    thr = dict(zip(candidates, thresholds_for(pre[:, list(candidates)], truth, min_precision).tolist(), strict=True))
     masks = {j: pre[:, j] >= t for j, t in thr.items() if t != float("inf")}
     chosen = greedy_union(masks, truth, max_group, min_precision, min_gain=0.01 * n_true)
     if not chosen:
@@ -216,10 +236,10 @@ def choose_linear_group(pre: Tensor, labels: Tensor, kind: int, candidates: Sequ
     truth = labels == kind
     if not candidates or not bool(truth.any()):
         return None
-    covered = {}
-    for j in candidates:
-        t = threshold_for(pre[:, j], truth, min_precision)
-        covered[j] = float(((pre[:, j] >= t) & truth).sum()) if t != float("inf") else 0.0
+    cols = list(candidates)
+    t = thresholds_for(pre[:, cols], truth, min_precision)
+    hit = ((pre[:, cols] >= t) & truth[:, None]).sum(0).float()  # an inf threshold covers nothing
+    covered = dict(zip(cols, hit.tolist(), strict=True))
     keep = sorted(sorted(candidates), key=lambda j: -covered[j])[:max_group]
     x = pre[:, keep]
     sd = x.std(0).clamp(min=1e-6)

@@ -345,10 +345,24 @@ def _pre_candidates(codes: Codes, labels: Tensor, n_labels: int, d_sae: int) -> 
     return [[int(j) for j in np.nonzero((purity[:, k] >= 0.3) & (fc[:, k] >= 20))[0]] for k in range(n_labels)]
 
 
+def uncertain(split: CorpusLayer, labels: Tensor, named: Tensor, object_like: Tensor, n_words: int) -> Tensor:
+    """[Ni] rows a word's chooser leaves out: object-like patches of images whose caption names the
+    word that no word claims (or two claim equally). They may well be the word's, so counting them
+    as negatives would cap the precision a perfect group could reach at the labels' recall."""
+    return named[split.img_scene] & object_like & (labels >= n_words)
+
+
 def choose_group(image_read: str, pre: Tensor, codes: Codes, labels: Tensor, k: int, cands: Sequence[int], *,
-                 fit: tuple[Tensor, Tensor] | None = None, max_group: int = 8, linear_group: int = 32,
-                 pre_precision: float = 0.93, min_precision: float = 0.95) -> GroupChoice | None:
-    """The supervised builder's choosers, on caption-derived labels (`image_read` as there)."""
+                 fit: tuple[Tensor, Tensor] | None = None, ignore: Tensor | None = None, max_group: int = 8,
+                 linear_group: int = 32, pre_precision: float = 0.93, min_precision: float = 0.95) -> GroupChoice | None:
+    """The supervised builder's choosers, on caption-derived labels (`image_read` as there), leaving
+    out the rows `ignore` marks (`uncertain`; for `fit`, the same rows of each prompt set)."""
+    if ignore is not None and bool(ignore.any()):
+        keep = ~ignore
+        pre, labels, codes = pre[keep], labels[keep], Codes(codes.idx[keep], codes.val[keep])
+        if fit is not None:
+            reps = len(fit[1]) // len(keep)
+            fit = (fit[0][keep.repeat(reps)], fit[1][keep.repeat(reps)])
     g = None
     if image_read == "pre":
         g = choose_pre_group(pre, labels, k, cands, max_group=max_group, min_precision=pre_precision)
@@ -414,7 +428,8 @@ def label_patches(first: tuple[CorpusLayer, CorpusLayer], sae: SAE, words: Seque
     for w, word in enumerate(words):
         plans[word].rough = int((rough_t == w).sum())
         g = choose_group("pre", pre, codes, rough_t, w, sorted(set(cands[w]) | set(plans[word].seeds.latents)),
-                         max_group=max_group, pre_precision=pre_precision)
+                         ignore=uncertain(train, rough_t, tn[w], t_obj, n_words), max_group=max_group,
+                         pre_precision=pre_precision)
         if g is None:
             t_fires2.append(rough_t == w)
             h_fires2.append(rough_h == w)
@@ -482,7 +497,8 @@ def build_caption_layer(layer: int, sae_img: SAE, sae_txt: SAE, train: CorpusLay
     both: dict[str, dict[str, tuple[Tensor, float]]] = {}
     for k, word in enumerate(words):
         named_cands = {j for j, n in img_names.items() if n["name"] == word}
-        g = choose_group(image_read, pre, ci, train.img_label, k, sorted(set(cands[k]) | named_cands), fit=fit,
+        ignore = uncertain(train, train.img_label, labels.train_named[k], labels.train_object_like, len(words))
+        g = choose_group(image_read, pre, ci, train.img_label, k, sorted(set(cands[k]) | named_cands), fit=fit, ignore=ignore,
                          max_group=max_group, linear_group=linear_group, pre_precision=pre_precision,
                          min_precision=min_precision)
         tg = choose_text_group(ct, train.txt_token, word, dt, pre=txt_pre)

@@ -181,6 +181,22 @@ def _table_from_json(data: Any) -> StaticConceptTable:
     )
 
 
+class HeaderOverride:
+    """A concept table given explicitly (`--dictionary`), used instead of the one a program's
+    `dictionary` header names: everything is the table's, except that it names no dictionary, so
+    the header is not checked against it."""
+
+    def __init__(self, table: ConceptTable) -> None:
+        self._table = table
+
+    @property
+    def dictionary_name(self) -> str | None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._table, name)
+
+
 def load_concept_table(spec: str | Path) -> ConceptTable:
     """The concept table named by `--dictionary`: a JSON concept list (`*.json`), or a concept set
     named as `steer run` names it (a concept-set folder, or "toyworld" for the shipped one).

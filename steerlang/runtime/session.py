@@ -27,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from steerlang.dictionary.concepts import ConceptSet
 from steerlang.errors import InputError
 from steerlang.lang import compile_program, header_end_line, ir
+from steerlang.lang.concepts import HeaderOverride
 from steerlang.models.bundle import ModelBundle
 from steerlang.runtime.adapters import ModelAdapter, adapter_for
 from steerlang.runtime.hooks import Steerer
@@ -136,6 +137,9 @@ class Session:
 
     def __init__(self, bundle: ModelBundle, concepts: ConceptSet, *, dense: bool = False) -> None:
         self.bundle, self.concepts, self.dense = bundle, concepts, dense
+        # Set when the concept set was chosen over the programs' own `dictionary` headers
+        # (`--dictionary`): programs then run with it whatever set their header names.
+        self.dictionary_override = False
         self.adapter: ModelAdapter = adapter_for(bundle.model)
         concepts.check_model(self.adapter.n_layers, self.adapter.hidden_size, bundle.name)  # layers (and raw SAEs' widths)
 
@@ -148,7 +152,7 @@ class Session:
         """Text (str), a file (Path) or ready IR -> IR checked against this session's concepts."""
         if isinstance(source, ir.Program):
             return source
-        return compile_program(source, self.concepts, file=file)
+        return compile_program(source, HeaderOverride(self.concepts) if self.dictionary_override else self.concepts, file=file)
 
     def check_header(self, program: ir.Program) -> None:
         """The program's `model` / `dictionary` must name this session's (InputError otherwise)."""
@@ -157,7 +161,7 @@ class Session:
         if h.model is not None and h.model not in models:
             raise InputError(f"{_header_place(program, 'model')}the program is written for model {h.model!r}, but the "
                              f"session has {self.bundle.name!r}")
-        if h.dictionary is not None and h.dictionary != self.concepts.name:
+        if h.dictionary is not None and h.dictionary != self.concepts.name and not self.dictionary_override:
             raise InputError(f"{_header_place(program, 'dictionary')}the program is written for dictionary "
                              f"{h.dictionary!r}, but the session has {self.concepts.name!r}")
 

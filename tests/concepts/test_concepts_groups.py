@@ -214,3 +214,17 @@ def test_latent_group_activation_reads_as_declared() -> None:
         torch.testing.assert_close(g.activation(sae, h), 2 * pre[:, 1] - pre[:, 3] + 0.5)
         g = LatentGroup(0, "image", (1, 3), (2.0, -1.0), read="pre", offsets=(0.5, 0.1))
         torch.testing.assert_close(g.activation(sae, h), torch.maximum(2 * pre[:, 1] + 0.5, -pre[:, 3] + 0.1))
+
+
+def test_thresholds_for_is_threshold_for_on_every_column() -> None:
+    from steerlang.dictionary.build_concepts import thresholds_for
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3000, 50, generator=g)
+    x[:, :10] = torch.round(x[:, :10] * 2) / 2  # runs of equal scores
+    truth = torch.rand(3000, generator=g) < 0.2
+    x[truth, 10:30] += 2.0
+    x[:, 49] = 0.0  # one score everywhere: a cut only below every row
+    for p in (0.5, 0.9, 0.99):
+        want = torch.tensor([threshold_for(x[:, j], truth, p) for j in range(50)])
+        assert torch.equal(thresholds_for(x, truth, p, chunk=7), want)

@@ -1,0 +1,82 @@
+"""`steer dict build --data DIR --reuse-saes SET`: a concept set from an imagefolder corpus of the toy
+world read as a user's data (images and captions only), on the shipped SAEs of layers 0 and 1; then
+`steer run` with it. Measured against the renderer's truth here, in the test, never in the build."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from steerlang.cli import app
+from steerlang.resources import data_path
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("captions")
+    os.environ["STEERLANG_CACHE"] = str(tmp / "cache")
+    corpus = tmp / "corpus"
+    res = runner.invoke(app, ["data", "toy", "--seed", "21", "--count", "400", "--out", str(corpus)])
+    assert res.exit_code == 0, res.output
+    # only what a user has: metadata.jsonl and the images (the truth file goes elsewhere)
+    shutil.move(corpus / "truth.jsonl", tmp / "truth.jsonl")
+    shipped = Path(data_path("dictionaries", "toyworld"))
+    saes = tmp / "saes01"
+    index = json.loads((shipped / "saes.json").read_text())
+    index["layers"] = [0, 1]
+    index["saes"] = [e for e in index["saes"] if int(e["layer"]) in (0, 1)]
+    for e in index["saes"]:
+        shutil.copytree(shipped / e["path"], saes / e["path"])
+    (saes / "saes.json").write_text(json.dumps(index))
+    out = tmp / "set"
+    res = runner.invoke(app, ["dict", "build", "--model", "toyworld", "--data", str(corpus), "--reuse-saes", str(saes),
+                              "--out", str(out), "--concept", "cat", "--concept", "dog", "--concept", "tree"])
+    assert res.exit_code == 0, res.output
+    assert "from the captions of" in res.output
+    yield out
+    os.environ.pop("STEERLANG_CACHE", None)
+
+
+def test_the_set_has_the_caption_words_as_concepts_at_every_layer(built: Path) -> None:
+    from steerlang.dictionary.concepts import load_concept_set
+
+    cs = load_concept_set(built)
+    assert [c.name for c in cs.concepts[:3]] == ["cat", "dog", "tree"]
+    cat = cs.by_name("cat")
+    assert {(g.layer, g.modality) for g in cat.groups} >= {(0, "image"), (1, "image"), (0, "text")}
+    report = json.loads((built / "concepts_report.json").read_text())
+    assert report["built_from"] == "captions" and report["question"] == "is there a {word} ?"
+    assert not (built / "build.json").exists()
+
+
+def test_groups_mark_the_kinds_patches_measured_against_the_renderer(built: Path) -> None:
+    from steerlang.dictionary.api import harvested
+    from steerlang.dictionary.build_concepts import precision_recall
+    from steerlang.dictionary.concepts import load_concept_set
+    from steerlang.world.oracle_concepts import load_split
+    from steerlang.world.scenes import KINDS
+
+    cs = load_concept_set(built)
+    split = load_split(harvested("toyworld", seed=11, count=60), 0, 11, images_only=True)
+    sae = cs.sae(0, "image")
+    for name in ("cat", "dog", "tree"):
+        (g,) = [g for g in cs.by_name(name).groups if g.layer == 0 and g.modality == "image"]
+        with torch.no_grad():
+            fires = g.activation(sae, split.x_img) > g.threshold
+        p, r = precision_recall(fires, split.img_label == KINDS.index(name))
+        assert p > 0.8 and r > 0.4, (name, p, r)
+
+
+def test_steer_run_removes_the_cat_with_the_caption_built_set(built: Path) -> None:
+    res = runner.invoke(app, ["run", str(ROOT / "programs" / "remove_cat.stl"), "--dictionary", str(built)])
+    assert res.exit_code == 0, res.output
+    assert "1 passed, 0 failed" in res.output
