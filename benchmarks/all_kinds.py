@@ -1,6 +1,6 @@
 """Removal of every kind and replacement for every ordered pair of kinds, on fresh scenes.
 
-    python benchmarks/all_kinds.py --dictionary captions=runs/capset --count 40 --seed 9131 \
+    python benchmarks/all_kinds.py --dictionary captions=runs/capset --count 40 --seed 9151 \
         --out runs/bench/all_kinds.json --md runs/bench/all_kinds.md
 
 For each concept set (`--dictionary NAME=DIR`; the shipped set is always measured, as "shipped") and
@@ -106,7 +106,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dictionary", action="append", default=[], metavar="NAME=DIR")
     ap.add_argument("--count", type=int, default=40)
-    ap.add_argument("--seed", type=int, default=9131, help="kind k's scenes from stream seed + k (k = 0..7)")
+    ap.add_argument("--seed", type=int, default=9151, help="kind k's scenes from stream seed + k (k = 0..7)")
     ap.add_argument("--dev", action="store_true", help="allow development streams (the report says so)")
     ap.add_argument("--no-shipped", action="store_true", help="leave the shipped set out")
     ap.add_argument("--out", type=Path)

@@ -5,7 +5,7 @@ measurement only: nothing here feeds a builder).
         --out runs/bench/caption_groups.json --md runs/bench/caption_groups.md
 
 For every concept set given (`--dictionary NAME=DIR`; the shipped set is always measured, as
-"supervised"), every object kind that names a joint concept, and every layer where the concept has
+"shipped"), every object kind that names a joint concept, and every layer where the concept has
 an image group: where the group fires (its activation above its own threshold, exactly as `off`
 reads it before closing) against the patches holding >= 8 of the object's pixels, on `count` scenes
 of stream `seed` (an evaluation stream of `benchmarks/streams.json`), under the toy model's describe
@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--md", type=Path)
     a = ap.parse_args()
     streams = require_evaluation([a.seed], dev=a.dev, what="caption_groups.py")
-    sets = {"supervised": "toyworld", **dict(d.split("=", 1) for d in a.dictionary)}
+    sets = {"shipped": "toyworld", **dict(d.split("=", 1) for d in a.dictionary)}
     report = {"seed": a.seed, "count": a.count, "streams": streams, "sets": {n: measure(p, a.seed, a.count) for n, p in sets.items()}}
     md = markdown(report)
     print(md)

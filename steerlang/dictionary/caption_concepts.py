@@ -35,6 +35,7 @@ reports are measured on it, with its own rough labels (the same seeds and object
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -504,7 +505,10 @@ def build_caption_layer(layer: int, sae_img: SAE, sae_txt: SAE, train: CorpusLay
         tg = choose_text_group(ct, train.txt_token, word, dt, pre=txt_pre)
         entry: dict[str, Any] = {}
         if g is not None:
-            extent = choose_extent(ci, train, k, g.activation(ci, pre) > g.threshold)  # type: ignore[arg-type]
+            # Next to a patch the group surely marks, an object-like patch of an image whose caption
+            # names the word is most likely the word's own, labelled or not: extent latents are judged there.
+            near = dataclasses.replace(train, img_label=torch.where(ignore, k, train.img_label))
+            extent = choose_extent(ci, near, k, g.activation(ci, pre) > g.threshold)  # type: ignore[arg-type]
             act = g.activation(hi, held_pre)
             fires = act > g.threshold
             both.setdefault(word, {})["image"] = (act, g.threshold)

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("captions")
+    before = os.environ.get("STEERLANG_CACHE")
     os.environ["STEERLANG_CACHE"] = str(tmp / "cache")
     corpus = tmp / "corpus"
     res = runner.invoke(app, ["data", "toy", "--seed", "21", "--count", "400", "--out", str(corpus)])
@@ -43,7 +44,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert res.exit_code == 0, res.output
     assert "from the captions of" in res.output
     yield out
-    os.environ.pop("STEERLANG_CACHE", None)
+    if before is None:
+        os.environ.pop("STEERLANG_CACHE", None)
+    else:
+        os.environ["STEERLANG_CACHE"] = before
 
 
 def test_the_set_has_the_caption_words_as_concepts_at_every_layer(built: Path) -> None:
@@ -80,3 +84,23 @@ def test_steer_run_removes_the_cat_with_the_caption_built_set(built: Path) -> No
     res = runner.invoke(app, ["run", str(ROOT / "programs" / "remove_cat.stl"), "--dictionary", str(built)])
     assert res.exit_code == 0, res.output
     assert "1 passed, 0 failed" in res.output
+
+
+def test_reuse_saes_needs_data_and_a_set(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["dict", "build", "--out", str(tmp_path / "a"), "--reuse-saes", "dictionaries/toyworld"])
+    assert res.exit_code != 0 and "--reuse-saes: goes with --data" in res.output
+    corpus = tmp_path / "corpus"
+    assert runner.invoke(app, ["data", "toy", "--seed", "21", "--count", "3", "--out", str(corpus)]).exit_code == 0
+    res = runner.invoke(app, ["dict", "build", "--data", str(corpus), "--out", str(tmp_path / "b"), "--reuse-saes", str(tmp_path)])
+    assert res.exit_code != 0 and "holds no saes.json" in res.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_corpus_too_small_for_concepts_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    corpus = tmp_path / "corpus"
+    assert runner.invoke(app, ["data", "toy", "--seed", "21", "--count", "30", "--out", str(corpus)]).exit_code == 0
+    monkeypatch.setenv("STEERLANG_CACHE", str(tmp_path / "cache"))
+    res = runner.invoke(app, ["dict", "build", "--data", str(corpus), "--out", str(tmp_path / "b"),
+                              "--reuse-saes", str(data_path("dictionaries", "toyworld"))])
+    assert res.exit_code != 0 and "needs at least 100" in res.output
+    assert not (tmp_path / "b").exists()
