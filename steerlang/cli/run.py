@@ -25,7 +25,8 @@ from steerlang.lang import LangError
 
 _MODEL_HELP = "Model: \"toyworld\", a folder saved with save_pretrained, or a hub id (default: the program's `model`, else toyworld)."
 _DICT_HELP = ("Concept set: \"toyworld\", a concept-set folder, or raw SAEs (an SAE folder or file, or a folder of them; "
-             "latents are then image#N / text#N) (default: the program's `dictionary`, else toyworld).")
+             "latents are then image#N / text#N). Given, it replaces the set the program's `dictionary` header names "
+             "(default: the program's `dictionary`, else toyworld).")
 FEW_IMAGES = 8
 """Runs on more images than this show their progress on stderr even when it is not a terminal."""
 
