@@ -361,7 +361,7 @@ class BuildEvents:
 
     def phase(self, name: str, total: float | None = None, done: float = 0) -> None:
         """A stage begins: "harvesting" (scenes), "training" (steps over all SAEs), "evaluating"
-        (SAEs) or "concepts" (no total); `done` of `total` are already done (resumed)."""
+        (SAEs) or "concepts" (no total; with --data: patch labels, then one step per layer and concept word); `done` of `total` are already done (resumed)."""
 
     def advance(self, n: float = 1, note: str | None = None) -> None:
         """Progress within the current stage; `note` names what is being worked on."""
@@ -537,6 +537,7 @@ def build_concepts_from_captions(
     question: str | None = None,
     log: Callable[[str], None] = lambda _m: None,
     name: str | None = None,
+    events: BuildEvents | None = None,
 ) -> dict[str, Any]:
     """Align, name and group the dictionaries in `out/saes.json` into `out/concepts.json` (+ states)
     reading nothing but the dataset's images and captions (`steerlang.dictionary.caption_concepts`):
@@ -583,7 +584,12 @@ def build_concepts_from_captions(
         raise InputError(f"--data {data}: no caption word names at least 20 training samples (and at most half); "
                          "give more samples, or the concept words with --concept")
     log(f"concept words ({len(words)}): {', '.join(words[:20])}{' ...' if len(words) > 20 else ''}")
+    if events is not None:  # one step for the patch labels, then one per (layer, word)
+        events.phase("concepts", total=1 + len(layers) * len(words))
+        events.advance(0, note="patch labels")
     labels = cc.label_patches(first, load_dictionary(paths[(layers[0], "image")]), words, log=log)
+    if events is not None:
+        events.advance(1)
     image_first = bundle.template.lstrip().startswith("{image}")
     q_acts = None
     question = question or model_question(bundle)
@@ -605,7 +611,9 @@ def build_concepts_from_captions(
         if q_acts is not None and read == "linear":
             qs = (cc.load_question_images(q_acts, layer, train), cc.load_question_images(q_acts, layer, held))
         rep, groups = cc.build_caption_layer(layer, load_dictionary(paths[(layer, "image")]), load_dictionary(paths[(layer, "text")]),
-                                             train, held, labels, image_read=read, questions=qs, log=log)
+                                             train, held, labels, image_read=read, questions=qs, log=log,
+                                             on_word=(lambda w, la=layer: events.advance(1, note=f"layer {la}: {w}"))
+                                             if events is not None else None)
         reports[layer], layer_groups[layer] = asdict(rep), groups
         states.update(cc.reference_states(train, labels, layer))
     concepts = assemble_concepts(layer_groups, words=words)
@@ -878,11 +886,10 @@ def _build_from_data(out: Path, *, model: str, data: str | os.PathLike, reuse_sa
                 k: {**v, **data_kw} for k, v in (settings or TOYWORLD_SETTINGS).items()}, events=events)
             if evaluate and model == "toyworld":
                 evaluate_set(work, model=model, resume=True, events=events)
-        events.phase("concepts")
         events.log("building concepts from the captions: seed latents, patch labels, groups, names, alignment")
         report = build_concepts_from_captions(work, model=model, data=data, acts=acts, caption_column=caption_column,
                                               prompt_column=prompt_column, split=split, prompt=prompt, words=words,
-                                              question=question, log=events.log, name=out.name)
+                                              question=question, log=events.log, name=out.name, events=events)
         replace_dir(work, out)
         (out / BUILD_RECORD).unlink()
     rows = _eval_rows(out / "eval.json")

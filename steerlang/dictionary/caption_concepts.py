@@ -462,7 +462,8 @@ class CaptionLayerReport:
 def build_caption_layer(layer: int, sae_img: SAE, sae_txt: SAE, train: CorpusLayer, held: CorpusLayer, labels: CaptionLabels,
                         *, image_read: str = "pre", questions: tuple[Tensor, Tensor] | None = None,
                         pre_precision: float = 0.93, min_precision: float = 0.95, max_group: int = 8, linear_group: int = 32,
-                        log: Callable[[str], None] = lambda _m: None) -> tuple[CaptionLayerReport, dict[str, Any]]:
+                        log: Callable[[str], None] = lambda _m: None,
+                        on_word: Callable[[str], None] | None = None) -> tuple[CaptionLayerReport, dict[str, Any]]:
     """One layer's groups, names and alignment, in the format `assemble_concepts` reads.
     `questions`: (training, held-out) image states of the same samples under yes/no questions
     (`CaptionQuestions`), row for row; "linear" groups are fitted on both prompt sets."""
@@ -540,6 +541,8 @@ def build_caption_layer(layer: int, sae_img: SAE, sae_txt: SAE, train: CorpusLay
         log(f"layer {layer} {word}: image {entry.get('latents')} ({entry.get('read')}) P {entry.get('precision', 0):.3f} "
             f"R {entry.get('recall', 0):.3f} det {entry.get('detection', 0):.3f} (held-out, against caption-derived labels); "
             f"text {groups['text'].get(word, {}).get('latents')}")
+        if on_word is not None:
+            on_word(word)
     report.concept_retrieval = _concept_retrieval(held, both, words)
     return report, groups
 
