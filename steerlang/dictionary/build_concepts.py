@@ -442,3 +442,34 @@ def assemble_concepts(layer_groups: dict[int, dict[str, Any]], *, words: Sequenc
                 else:
                     n_txt += 1
     return concepts
+
+
+def text_entry(tg: GroupChoice, codes: Codes, pre: Tensor, tokens: Sequence[str], word: str) -> tuple[Tensor, dict[str, Any]]:
+    """(held-out activations, the concept file's entry) of a text group on tokens `tokens`: its
+    latents and reading, and its precision / recall at marking `word`."""
+    truth = torch.tensor([t == word for t in tokens])
+    act = tg.activation(codes, pre)
+    p, r = precision_recall(act > tg.threshold, truth)
+    return act, {"latents": tg.latents, "read": tg.read, "weights": tg.weights or [1.0] * len(tg.latents),
+                 "offsets": tg.offsets, "scale": tg.scale, "threshold": tg.threshold,
+                 "precision": p, "recall": r, "train_precision": tg.train_precision, "train_recall": tg.train_recall}
+
+
+def concept_retrieval(held: Any, both: dict[str, dict[str, tuple[Tensor, float]]], words: Sequence[str]) -> dict[str, Any]:
+    """`concept_recall` over the concept words that have an image and a text group, from held-out
+    activations and thresholds `both[word][side]`. `held`: img_scene, img_cell, txt_scene, captions,
+    n_scenes and grid (rows, cols)."""
+    from steerlang.dictionary.concept_codes import concept_recall, grid_position, sample_codes, token_index
+
+    ws = [w for w in words if len(both.get(w, {})) == 2]
+    if not ws:
+        return {}
+
+    def codes(side: str, sample: Tensor, pos: Tensor) -> Any:
+        act = torch.stack([both[w][side][0] for w in ws], 1)
+        return sample_codes(act, torch.tensor([both[w][side][1] for w in ws]), sample, pos, held.n_scenes)
+
+    tpos = torch.stack([torch.zeros_like(held.txt_scene), token_index(held.txt_scene)], 1)
+    out = concept_recall(codes("image", held.img_scene, grid_position(held.img_cell, held.grid[1])),
+                         codes("text", held.txt_scene, tpos), held.captions)
+    return {**out, "concepts": ws}

@@ -61,10 +61,11 @@ from steerlang.dictionary.build_concepts import (
     choose_linear_group,
     choose_pre_group,
     choose_text_group,
+    concept_retrieval,
     name_latents,
     precision_recall,
+    text_entry,
 )
-from steerlang.dictionary.concept_codes import concept_recall, grid_position, sample_codes, token_index
 from steerlang.dictionary.name import STOPWORDS, balanced_accuracy
 from steerlang.dictionary.sae import SAE
 from steerlang.dictionary.source import ActivationSource
@@ -423,7 +424,7 @@ def label_patches(first: tuple[CorpusLayer, CorpusLayer], sae: SAE, words: Seque
     rough_t = rough_labels(train, t_fires, tn, t_obj)
     rough_h = rough_labels(held, h_fires, hn, h_obj)
     # Round 2: the chooser on the rough labels, then labels redrawn around its closed firings.
-    codes = Codes.encode(sae, train.x_img)
+    codes, h_codes = Codes.encode(sae, train.x_img), Codes.encode(sae, held.x_img)
     cands = _pre_candidates(codes, rough_t, n_words + 2, sae.cfg.d_sae)
     t_fires2, h_fires2 = [], []
     for w, word in enumerate(words):
@@ -436,7 +437,6 @@ def label_patches(first: tuple[CorpusLayer, CorpusLayer], sae: SAE, words: Seque
             h_fires2.append(rough_h == w)
             continue
         t_fires2.append(_rows(train, close(_grid(train, g.activation(codes, pre) > g.threshold, False))))
-        h_codes = Codes.encode(sae, held.x_img)
         h_fires2.append(_rows(held, close(_grid(held, g.activation(h_codes, h_pre) > g.threshold, False))))
     labels_t = rough_labels(train, t_fires2, tn, t_obj)
     labels_h = rough_labels(held, h_fires2, hn, h_obj)
@@ -476,6 +476,10 @@ def build_caption_layer(layer: int, sae_img: SAE, sae_txt: SAE, train: CorpusLay
     with torch.no_grad():
         pre, held_pre = sae_img.pre_acts(train.x_img), sae_img.pre_acts(held.x_img)
         txt_pre, held_txt_pre = sae_txt.pre_acts(train.x_txt), sae_txt.pre_acts(held.x_txt)
+    q_held = None  # (codes, pre-activations) of the held-out images under questions, for every word
+    if questions is not None:
+        with torch.no_grad():
+            q_held = (Codes.encode(sae_img, questions[1]), sae_img.pre_acts(questions[1]))
     fit = None
     if questions is not None and image_read == "linear":
         with torch.no_grad():
@@ -522,44 +526,22 @@ def build_caption_layer(layer: int, sae_img: SAE, sae_txt: SAE, train: CorpusLay
                      "detection": balanced_accuracy(scene_fires, named), "frequency": float(scene_fires.mean()),
                      "train_precision": g.train_precision, "train_recall": g.train_recall, "extent": extent,
                      "labels": "caption"}
-            if questions is not None:
-                with torch.no_grad():
-                    q_act = g.activation(Codes.encode(sae_img, questions[1]), sae_img.pre_acts(questions[1]))
+            if q_held is not None:
+                q_act = g.activation(*q_held)
                 qp, qr = precision_recall(q_act > g.threshold, held.img_label == k)
                 entry["under_questions"] = {"precision": qp, "recall": qr}
             groups["image"][word] = entry
         if tg is not None:
-            truth = torch.tensor([t == word for t in held.txt_token])
-            t_act = tg.activation(ht, held_txt_pre)
+            t_act, groups["text"][word] = text_entry(tg, ht, held_txt_pre, held.txt_token, word)
             both.setdefault(word, {})["text"] = (t_act, tg.threshold)
-            p, r = precision_recall(t_act > tg.threshold, truth)
-            groups["text"][word] = {"latents": tg.latents, "read": tg.read, "weights": tg.weights or [1.0] * len(tg.latents),
-                                    "offsets": tg.offsets, "scale": tg.scale, "threshold": tg.threshold,
-                                    "precision": p, "recall": r, "train_precision": tg.train_precision,
-                                    "train_recall": tg.train_recall}
         report.concepts[word] = {"image": {k2: v for k2, v in entry.items() if k2 != "latents"}, "text": groups["text"].get(word, {})}
         log(f"layer {layer} {word}: image {entry.get('latents')} ({entry.get('read')}) P {entry.get('precision', 0):.3f} "
             f"R {entry.get('recall', 0):.3f} det {entry.get('detection', 0):.3f} (held-out, against caption-derived labels); "
             f"text {groups['text'].get(word, {}).get('latents')}")
         if on_word is not None:
             on_word(word)
-    report.concept_retrieval = _concept_retrieval(held, both, words)
+    report.concept_retrieval = concept_retrieval(held, both, words)
     return report, groups
-
-
-def _concept_retrieval(held: CorpusLayer, both: dict[str, dict[str, tuple[Tensor, float]]], words: Sequence[str]) -> dict[str, Any]:
-    ws = [w for w in words if len(both.get(w, {})) == 2]
-    if not ws:
-        return {}
-
-    def codes(side: str, sample: Tensor, pos: Tensor) -> Any:
-        act = torch.stack([both[w][side][0] for w in ws], 1)
-        return sample_codes(act, torch.tensor([both[w][side][1] for w in ws]), sample, pos, held.n_scenes)
-
-    tpos = torch.stack([torch.zeros_like(held.txt_scene), token_index(held.txt_scene)], 1)
-    out = concept_recall(codes("image", held.img_scene, grid_position(held.img_cell, held.grid[1])),
-                         codes("text", held.txt_scene, tpos), held.captions)
-    return {**out, "concepts": ws}
 
 
 def reference_states(split: CorpusLayer, labels: CaptionLabels, layer: int) -> dict[str, Tensor]:

@@ -57,17 +57,12 @@ from steerlang.dictionary.build_concepts import (
     choose_linear_group,
     choose_pre_group,
     choose_text_group,
+    concept_retrieval,
     name_latents,
     object_mask,
     precision_recall,
     scene_grid,
-)
-from steerlang.dictionary.concept_codes import (
-    ConceptCodes,
-    concept_recall,
-    grid_position,
-    sample_codes,
-    token_index,
+    text_entry,
 )
 from steerlang.dictionary.name import balanced_accuracy
 from steerlang.dictionary.sae import SAE
@@ -248,14 +243,8 @@ def build_layer(
                 entry["under_questions"] = {"precision": qp, "recall": qr}
             groups["image"][kind] = entry
         if tg is not None:
-            truth = torch.tensor([t == kind for t in held.txt_token])
-            t_act = tg.activation(ht, held_txt_pre)
+            t_act, groups["text"][kind] = text_entry(tg, ht, held_txt_pre, held.txt_token, kind)
             both_sides.setdefault(kind, {})["text"] = (t_act, tg.threshold)
-            p, r = precision_recall(t_act > tg.threshold, truth)
-            groups["text"][kind] = {"latents": tg.latents, "read": tg.read, "weights": tg.weights or [1.0] * len(tg.latents),
-                                    "offsets": tg.offsets, "scale": tg.scale, "threshold": tg.threshold,
-                                    "precision": p, "recall": r, "train_precision": tg.train_precision,
-                                    "train_recall": tg.train_recall}
         report.kinds[kind].update({"image": {k2: v for k2, v in entry.items() if k2 != "latents"},
                                    "text": groups["text"].get(kind, {})})
         mk = entry.get("mask", {})
@@ -268,18 +257,7 @@ def build_layer(
 
 def kind_recall(held: Split, both_sides: dict[str, dict[str, tuple[Tensor, float]]]) -> dict[str, Any]:
     """`concept_recall` over the kinds that have an image and a text group (held-out activations)."""
-    kinds = [k for k in KINDS if len(both_sides.get(k, {})) == 2]
-    if not kinds:
-        return {}
-
-    def codes(side: str, sample: Tensor, pos: Tensor) -> ConceptCodes:
-        act = torch.stack([both_sides[k][side][0] for k in kinds], 1)
-        return sample_codes(act, torch.tensor([both_sides[k][side][1] for k in kinds]), sample, pos, held.n_scenes)
-
-    tpos = torch.stack([torch.zeros_like(held.txt_scene), token_index(held.txt_scene)], 1)
-    out = concept_recall(codes("image", held.img_scene, grid_position(held.img_cell, GRID)),
-                            codes("text", held.txt_scene, tpos), held.captions)
-    return {**out, "concepts": kinds}
+    return concept_retrieval(held, both_sides, KINDS)
 
 
 @torch.no_grad()
