@@ -94,7 +94,7 @@ def _data_total(data: str, caption_column: str, prompt_column: str | None, split
     """The dataset opened (errors in its options show before any progress bar) and the bar's total."""
     from steerlang.data import open_dataset
 
-    ds = open_dataset(data, caption_column, prompt_column=prompt_column, split=split)
+    ds = open_dataset(data, caption_column, prompt_column=prompt_column, split=split, arg="--data")
     rows = ds.count_rows()
     return ds, rows if max_samples is None else min(rows, max_samples)
 

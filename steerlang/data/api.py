@@ -18,6 +18,7 @@ def open_dataset(
     split: str | None = None,
     image_column: str | None = None,
     max_examples: int = 5,
+    arg: str = "DIR",
 ) -> Dataset:
     """A dataset ready to stream, from what `path_or_name` is:
 
@@ -28,8 +29,20 @@ def open_dataset(
       split subfolders), or such a file: an imagefolder corpus (`ImageFolderDataset`).
 
     Raises an InputError for a path that does not exist, a folder with no metadata, a column that
-    does not exist (listing those that do), or an empty corpus. Bad rows are found while streaming:
-    counted in the report, or raised at the first one with `strict`."""
+    does not exist (listing those that do), or an empty corpus; `arg` names the argument that gave
+    the path in those messages (``--data`` where a command takes it so). Bad rows are found while
+    streaming: counted in the report, or raised at the first one with `strict`."""
+    try:
+        return _open(path_or_name, caption_column, strict, prompt_column=prompt_column, split=split,
+                     image_column=image_column, max_examples=max_examples)
+    except InputError as exc:
+        if arg == "DIR" or not str(exc).startswith("DIR: "):
+            raise
+        raise InputError(f"{arg}: {str(exc)[5:]}") from None
+
+
+def _open(path_or_name: str | os.PathLike, caption_column: str, strict: bool, *, prompt_column: str | None,
+          split: str | None, image_column: str | None, max_examples: int) -> Dataset:
     from steerlang.data.hf import SavedDataset, is_saved_dataset
     from steerlang.data.imagefolder import ImageFolderDataset
 

@@ -103,7 +103,7 @@ def harvested_dataset(
 
     torch_dtype = _activation_dtype(dtype)
     layers = all_layers(model) if layers is None else sorted(set(layers))
-    ds = open_dataset(data, caption_column, prompt_column=prompt_column, split=split)
+    ds = open_dataset(data, caption_column, prompt_column=prompt_column, split=split, arg="--data")
     if acts_dir is not None:
         root = Path(acts_dir)
         if (root / MANIFEST).exists() and _has_layers(root, layers):
@@ -570,7 +570,7 @@ def build_concepts_from_captions(
     if not set(layers) <= set(have):
         raise InputError(f"{acts}: the harvest has layers {have}; the dictionaries need {layers}")
     bundle = load_model(model)
-    ds = open_dataset(data, caption_column, prompt_column=prompt_column, split=split)
+    ds = open_dataset(data, caption_column, prompt_column=prompt_column, split=split, arg="--data")
     log(f"reading the captions of {ds.location}")
     text = caption_tokens(bundle, ds, prompt)
     train_rows, held_rows = cc.split_rows(list(text))
@@ -860,7 +860,7 @@ def _build_from_data(out: Path, *, model: str, data: str | os.PathLike, reuse_sa
     if source is not None:
         layers = [int(x) for x in json.loads((source / "saes.json").read_text())["layers"]]
     layers = list(layers) if layers is not None else all_layers(model)
-    ds = open_dataset(data, caption_column, prompt_column=prompt_column, split=split)
+    ds = open_dataset(data, caption_column, prompt_column=prompt_column, split=split, arg="--data")
     check_harvest(load_model(model), ds, layers, prompt)  # a missing --prompt, bad layers: before any work
     data_kw = {"data": str(data), "caption_column": caption_column, "prompt_column": prompt_column, "split": split,
                "prompt": prompt}

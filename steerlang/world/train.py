@@ -329,7 +329,7 @@ def read_caption_corpus(
     from steerlang.data import open_dataset
     from steerlang.errors import InputError
 
-    ds = open_dataset(data, caption_column=caption_column, prompt_column=prompt_column, split=split)
+    ds = open_dataset(data, caption_column=caption_column, prompt_column=prompt_column, split=split, arg="--data")
     image_processor = bundle.processor.image_processor  # type: ignore[attr-defined]
     chunks: list[torch.Tensor] = []
     captions: list[str] = []

@@ -104,3 +104,9 @@ def test_a_corpus_too_small_for_concepts_is_refused(tmp_path: Path, monkeypatch:
                               "--reuse-saes", str(data_path("dictionaries", "toyworld"))])
     assert res.exit_code != 0 and "needs at least 100" in res.output
     assert not (tmp_path / "b").exists()
+
+
+def test_a_missing_corpus_is_named_by_its_flag(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["dict", "build", "--data", str(tmp_path / "nope"), "--reuse-saes", "dictionaries/toyworld",
+                              "--out", str(tmp_path / "b")])
+    assert res.exit_code != 0 and f"--data: {tmp_path / 'nope'} does not exist" in res.output

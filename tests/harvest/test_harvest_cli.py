@@ -34,7 +34,7 @@ def test_options_that_do_not_go_together_are_one_line_errors(toy_corpus, tmp_pat
         (["--layers", "0,2"], "error: --layers: only with --data DIR"),
         (["--data", str(toy_corpus), "--layers", "0,x"], "error: --layers: give layer numbers separated by commas"),
         (["--data", str(toy_corpus), "--layers", "9"], "error: --layer: 9 is out of range"),
-        (["--data", str(tmp_path / "none")], "error: DIR: "),
+        (["--data", str(tmp_path / "none")], "error: --data: "),  # named by the flag the user gave
         (["--data", str(toy_corpus), "--model", str(saved_family(tmp_path_factory, "llava_next", chat=False))],
          "error: --prompt: "),
     ]
