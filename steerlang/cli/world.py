@@ -165,6 +165,14 @@ def finetune_cmd(
     threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for torch."),
     eval_seed: int = typer.Option(99, "--eval-seed", help="Held-out toy scene stream to evaluate on (not 1, the training stream)."),
     eval_count: int = typer.Option(500, "--eval-count", min=0, help="Held-out scenes to evaluate on (0: skip)."),
+    projector_only: bool = typer.Option(False, "--projector-only", help="Train the projector alone; the vision tower "
+                                        "and the language model stay frozen (as VISTA trains)."),
+    sae_regularize: str | None = typer.Option(None, "--sae-regularize", help="A dictionary (concept set, SAE folder, or "
+                                              "\"toyworld\") whose TEXT SAE at --sae-layer regularises the image positions: "
+                                              "loss + --sae-weight x its FVU there (VISTA; the SAE stays frozen)."),
+    sae_layer: int | None = typer.Option(None, "--sae-layer", min=0, help="Layer of the regularising text SAE "
+                                         "(default: the middle layer, n_layers // 2; 2 for the toy model)."),
+    sae_weight: float = typer.Option(1.0, "--sae-weight", min=0.0, help="Weight w of the SAE regulariser."),
     force: bool = typer.Option(False, "--force", help="Replace the shipped toy model when --out names it."),
 ) -> None:
     """Fine-tune a model (or train a fresh toy model) on an image–caption corpus, evaluate it on
@@ -177,7 +185,8 @@ def finetune_cmd(
         raise InputError("--eval-seed: stream 1 is the training stream; pick any other seed for held-out scenes")
     check_model_out(out, force=force)
     cfg = FinetuneConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed, threads=threads,
-                         describe_fraction=describe_fraction, questions=questions)
+                         describe_fraction=describe_fraction, questions=questions, projector_only=projector_only,
+                         sae_weight=sae_weight)
     done = [0]
 
     def run(on_step):  # noqa: ANN001, ANN202
@@ -187,7 +196,8 @@ def finetune_cmd(
 
         return finetune_and_save(out, start=start, data=data, cfg=cfg, caption_column=caption_column,
                                  prompt_column=prompt_column, split=split, eval_seed=eval_seed,
-                                 eval_count=eval_count, on_step=step)
+                                 eval_count=eval_count, sae_regularize=sae_regularize, sae_layer=sae_layer,
+                                 on_step=step)
 
     def interrupted() -> str:
         where = "after training, while evaluating" if done[0] == steps else f"at step {done[0]} of {steps}"

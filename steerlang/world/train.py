@@ -296,6 +296,8 @@ class FinetuneConfig:
     threads: int = 2
     describe_fraction: float = 0.6  # the rest are yes/no questions derived from the caption
     questions: bool = True  # False: every example is a description
+    projector_only: bool = False  # train the projector alone (vision tower and language model frozen)
+    sae_weight: float = 1.0  # weight of the SAE regulariser (`finetune_model(..., sae=...)`, VISTA)
 
 
 @dataclass
@@ -389,11 +391,18 @@ def finetune_model(
     corpus: CaptionCorpus,
     cfg: FinetuneConfig = FinetuneConfig(),
     *,
+    sae: torch.nn.Module | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    log: list[dict] | None = None,
 ) -> ModelBundle:
     """Train `bundle`'s model in place on `corpus` for `cfg.steps` steps of `cfg.batch_size`
     examples (AdamW, linear warmup, cosine decay to 10%, as `train_toy_model`); the corpus is
-    walked in a fresh seeded permutation every epoch. Returns the bundle, in eval mode."""
+    walked in a fresh seeded permutation every epoch. Returns the bundle, in eval mode.
+
+    `cfg.projector_only` trains the projector alone. With `sae` (a text SAE; its layer is
+    `sae.cfg.layer`), the loss adds `cfg.sae_weight` times the SAE's FVU on the image positions'
+    hidden states at that layer (`sae_image_fvu`; VISTA's regulariser; the SAE stays frozen).
+    `log` receives {"step", "lm", "sae_fvu"} per step (`sae_fvu` only with an SAE)."""
     from steerlang.errors import InputError
 
     if bundle.chat:
@@ -402,8 +411,10 @@ def finetune_model(
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model = bundle.model
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = freeze_all_but_projector(model) if cfg.projector_only else [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    if sae is not None:
+        sae.requires_grad_(False)
 
     def lr_at(step: int) -> float:
         if step < cfg.warmup:
@@ -423,15 +434,102 @@ def finetune_model(
         batch = collate(bundle, [corpus_example(corpus, i, rng, cfg) for i in picks])
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        loss = example_balanced_loss(model, batch)
+        if sae is None:
+            lm = loss = example_balanced_loss(model, batch)
+            fvu = None
+        else:
+            with ImageStates(bundle, sae.cfg.layer, batch["input_ids"]) as states:
+                lm = example_balanced_loss(model, batch)
+            fvu = sae_image_fvu(sae, states.value)
+            loss = lm + cfg.sae_weight * fvu
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        if log is not None:
+            log.append({"step": step, "lm": lm.item(), **({"sae_fvu": fvu.item()} if fvu is not None else {})})
         if on_step is not None:
             on_step(step, loss.item())
     model.eval()
     return bundle
+
+
+# --- VISTA: a text SAE's reconstruction at image positions as a regulariser ---------------------
+#
+# VISTA ("Interpretability Transfer from Language to Vision via Sparse Autoencoders") trains a
+# LLaVA projector with the language model's cross-entropy plus the reconstruction loss of the LLM's
+# pre-trained *text* SAE on the image tokens' hidden states, vision tower, LLM and SAE frozen, so that
+# image tokens land where the text SAE's labelled latents can read them. Here: the FVU of one text
+# SAE at its layer, over the image positions of the batch.
+
+
+def projector_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """(name, parameter) of the multimodal projector (LLaVA: `multi_modal_projector`)."""
+    out = [(n, p) for n, p in model.named_parameters() if "multi_modal_projector" in n]
+    if not out:
+        from steerlang.errors import InputError
+
+        raise InputError("--projector-only: this model has no `multi_modal_projector` (a LLaVA-style projector)")
+    return out
+
+
+def freeze_all_but_projector(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Freeze every parameter except the projector's; returns the projector's parameters."""
+    model.requires_grad_(False)
+    params = [p for _n, p in projector_parameters(model)]
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+class ImageStates:
+    """Context manager: the hidden states of the image positions at steerlang layer `layer` during
+    one forward pass (gradients kept), as `value` [n_image_tokens, d]."""
+
+    def __init__(self, bundle: ModelBundle, layer: int, input_ids: torch.Tensor) -> None:
+        self.bundle, self.layer = bundle, layer
+        self.mask = input_ids == bundle.image_token_id
+        self.value: torch.Tensor | None = None
+
+    def __enter__(self) -> ImageStates:
+        from steerlang.dictionary.harvest import hook_point
+
+        module, is_pre = hook_point(self.bundle, self.layer)
+
+        def keep(h: torch.Tensor) -> None:
+            self.value = h[self.mask.to(h.device)]
+
+        if is_pre:
+            self.handle = module.register_forward_pre_hook(
+                lambda _m, args, kwargs: keep(args[0] if args else kwargs["hidden_states"]), with_kwargs=True)
+        else:
+            self.handle = module.register_forward_hook(lambda _m, _a, out: keep(out[0] if isinstance(out, tuple) else out))
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.handle.remove()
+
+
+def sae_image_fvu(sae: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """FVU of `sae` on the rows of x [n, d]: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2."""
+    resid = (x - sae(x)).pow(2).sum()
+    return resid / (x - x.mean(0, keepdim=True)).pow(2).sum().clamp(min=1e-12)
+
+
+def load_regularizer_sae(dictionary: str | os.PathLike, layer: int | None, n_layers: int, hidden_size: int) -> torch.nn.Module:
+    """The text SAE of `dictionary` (a concept set, a folder of SAEs, one SAE, or "toyworld") at
+    `layer` (default: the middle layer, `n_layers // 2`), checked against the model's width."""
+    from steerlang.dictionary.concepts import load_concept_set
+    from steerlang.errors import InputError
+
+    layer = n_layers // 2 if layer is None else layer
+    if not 0 <= layer <= n_layers:
+        raise InputError(f"--sae-layer: {layer} is out of range; this model has layers 0 (LM input) to {n_layers}")
+    sae = load_concept_set(dictionary).sae(layer, "text")
+    if sae.cfg.d_in != hidden_size:
+        raise InputError(f"--sae-regularize: the SAE's width {sae.cfg.d_in} does not match the model's hidden size {hidden_size}")
+    sae.cfg.layer = layer  # where the regulariser reads (the file may not say, for a single SAE)
+    return sae
 
 
 def finetune_and_save(
@@ -445,12 +543,15 @@ def finetune_and_save(
     split: str | None = None,
     eval_seed: int = 99,
     eval_count: int = 500,
+    sae_regularize: str | os.PathLike | None = None,
+    sae_layer: int | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> dict:
     """Fine-tune `start` ("toyworld", a model folder, or "scratch": a fresh toy model initialised
     with `cfg.seed`) on the corpus `data`, evaluate it on held-out toy scenes (stream `eval_seed`,
     `eval_count` scenes; 0 skips), and save model, processor and `train_report.json` to `out`
-    (atomically). Returns the report."""
+    (atomically). With `sae_regularize` (a dictionary), its text SAE at `sae_layer` (default: the
+    middle layer) regularises the image positions (`finetune_model`'s `sae`). Returns the report."""
     import json
     from dataclasses import asdict
 
@@ -458,9 +559,14 @@ def finetune_and_save(
     from steerlang.world.model import TEMPLATE_FILE, load_model
 
     bundle = fresh_toy_bundle(cfg.seed) if start == "scratch" else load_model(start)
+    sae = None
+    if sae_regularize is not None:
+        text = bundle.model.config.text_config
+        sae = load_regularizer_sae(sae_regularize, sae_layer, text.num_hidden_layers, text.hidden_size)
     corpus = read_caption_corpus(data, bundle, caption_column=caption_column, prompt_column=prompt_column, split=split)
     t0 = time.perf_counter()
-    finetune_model(bundle, corpus, cfg, on_step=on_step)
+    log: list[dict] = []
+    finetune_model(bundle, corpus, cfg, sae=sae, on_step=on_step, log=log)
     report: dict = {
         "finetune": asdict(cfg),
         "from": start,
@@ -468,6 +574,15 @@ def finetune_and_save(
                  "captions_with_unknown_words": corpus.unknown_words},
         "train_seconds": round(time.perf_counter() - t0, 1),
     }
+    if sae is not None:
+        first, last = log[: min(10, len(log))], log[-min(10, len(log)) :]
+        report["sae_regularizer"] = {
+            "dictionary": os.fspath(sae_regularize), "layer": sae.cfg.layer, "weight": cfg.sae_weight,
+            "image_fvu_first_10_steps": round(float(np.mean([r["sae_fvu"] for r in first])), 4),
+            "image_fvu_last_10_steps": round(float(np.mean([r["sae_fvu"] for r in last])), 4),
+            "lm_loss_first_10_steps": round(float(np.mean([r["lm"] for r in first])), 4),
+            "lm_loss_last_10_steps": round(float(np.mean([r["lm"] for r in last])), 4),
+        }
     if eval_count:
         report["eval"] = {"seed": eval_seed, **asdict(evaluate(bundle, seed=eval_seed, count=eval_count))}
     with atomic_dir(out) as tmp:
