@@ -48,7 +48,25 @@ def _progress(*extra: Any) -> Any:
     )
 
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *extra,
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=err_console)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, disable=not _main_process())
+
+
+def _main_process() -> bool:
+    """Not one of the other processes of a `torchrun` / `accelerate launch` run (rank 0 draws and prints)."""
+    import os
+
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+def _start_distributed() -> None:
+    """Under torchrun / accelerate launch (WORLD_SIZE > 1 in the environment): join the process
+    group (steerlang.dictionary.distributed); otherwise nothing."""
+    import os
+
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        from steerlang.dictionary import distributed
+
+        distributed.init()
 
 
 DATA_HELP = ("Dataset: an imagefolder corpus (metadata.jsonl/csv/parquet), a save_to_disk folder, or toyworld:SEED:COUNT "
@@ -158,6 +176,7 @@ def harvest_cmd(
     """Capture the residual stream at every layer (or --layers), labelled image / prompt / caption."""
     from steerlang.dictionary.api import _activation_dtype, harvested
 
+    _start_distributed()
     _toy_only(data, seed=seed, count=count, prompts=prompts)
     _data_only(data, caption_column=caption_column, prompt_column=prompt_column, split=split, prompt=prompt, layers=layers,
                max_samples=max_samples, batch_size=batch_size, shard_size=shard_size, dtype=dtype)
@@ -169,6 +188,7 @@ def harvest_cmd(
                 path = harvested(model, seed=2 if seed is None else seed, count=total, acts_dir=out, prompts=prompts or "describe",
                                  on_batch=lambda n: bar.advance(task, n), log=lambda m: bar.console.print(m, markup=False))
         else:
+            from steerlang.dictionary.distributed import device
             from steerlang.dictionary.harvest import check_harvest, harvest_dataset
             from steerlang.world.model import load_model
 
@@ -176,7 +196,7 @@ def harvest_cmd(
             torch_dtype = _activation_dtype(dtype or "float32")
             ds, total = _data_total(data, caption_column or "text", prompt_column, split, max_samples)
             with err_console.status(f"loading {model}"):
-                bundle = load_model(model)
+                bundle = load_model(model, device=device())
             check_harvest(bundle, ds, parsed, prompt)  # before any progress display
             with _progress() as bar:
                 task = bar.add_task("harvesting samples", total=total)
@@ -184,6 +204,8 @@ def harvest_cmd(
                                        shard_size=shard_size or 65536, max_samples=max_samples, dtype=torch_dtype,
                                        on_batch=lambda n: bar.advance(task, n), log=lambda m: bar.console.print(m, markup=False))
                 bar.update(task, completed=total)  # bad rows never reach the bar
+    if not _main_process():
+        return
     for line in _harvest_summary(path):
         err_console.print(line, markup=False, highlight=False)
 
@@ -221,6 +243,7 @@ def train_cmd(
     """Train one SAE on a layer's activations at image, text or all positions."""
     from steerlang.dictionary.api import check_data_prompt, check_train_args, train_dictionary
 
+    _start_distributed()
     _toy_only(data, count=count)
     _data_only(data, caption_column=caption_column, prompt_column=prompt_column, split=split, prompt=prompt,
                max_samples=max_samples)
@@ -254,6 +277,8 @@ def train_cmd(
                                    on_step=on_step, on_harvest=on_harvest, data=data, caption_column=caption_column or "text",
                                    prompt_column=prompt_column, split=split, prompt=prompt, max_samples=max_samples,
                                    on_log=lambda m: bar.console.print(m, markup=False))
+    if not _main_process():
+        return
     if as_json:
         out_console.print(json.dumps(res), markup=False)
         return

@@ -68,7 +68,7 @@ def harvested(
             raise InputError(f"--out: {root} is not empty and holds no finished harvest; give a new folder for the activations")
         shutil.rmtree(root)  # an interrupted harvest of an older steerlang (shards, no manifest)
     remove_stale_temps(root, "partial")  # the per-process temporary folders of an older steerlang
-    bundle = load_model(model)
+    bundle = load_model(model, device=_device())
     return harvest(bundle, root, seed=seed, count=count, on_batch=on_batch, prompts=prompts, log=log)
 
 
@@ -117,9 +117,16 @@ def harvested_dataset(
             if (found / MANIFEST).exists() and _has_layers(found, layers):
                 return found
         root = cache_root() / "acts" / f"{base}-L{'_'.join(str(la) for la in layers)}"
-    bundle = load_model(model)
+    bundle = load_model(model, device=_device())
     return harvest_dataset(bundle, ds, layers, root, prompt=prompt, batch_size=batch_size, shard_size=shard_size,
                            max_samples=max_samples, on_batch=on_batch, dtype=torch_dtype, log=log)
+
+
+def _device() -> str:
+    """Where a harvest puts the model: cuda:LOCAL_RANK for a process of a distributed run on GPUs, else cpu."""
+    from steerlang.dictionary.distributed import device
+
+    return device()
 
 
 def _activation_dtype(name: str) -> Any:
@@ -246,6 +253,11 @@ def train_dictionary(
     t0 = time.perf_counter()
     result = train_sae(src, cfg, resume=resume, progress=progress, on_step=on_step)
     seconds = time.perf_counter() - t0
+    from steerlang.dictionary import distributed
+
+    if not distributed.is_main():  # rank 0 writes the dictionary (train_sae trained it on every process)
+        distributed.barrier()
+        return {"out": str(out), "layer": layer, "modality": modality, "seconds": round(seconds, 1)}
     card = {
         "model": model, "layer": layer, "modality": modality,
         "hook": hook,
@@ -254,6 +266,7 @@ def train_dictionary(
                      **trained_on, "last": result.history[-1] if result.history else None},
     }
     save_dictionary(result.sae, out, card, n_layers=n)
+    distributed.barrier()
     stats = card["stats"]
     return {"out": str(out), "layer": layer, "modality": modality, "latents": latents, "k": k if arch == "topk" else None,
             "steps": steps, "seconds": round(seconds, 1), "tokens_per_s": card["training"]["tokens_per_s"],

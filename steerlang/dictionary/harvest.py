@@ -63,8 +63,10 @@ import torch
 from torch import Tensor
 
 from steerlang.atomic import replace_dir, write_text
+from steerlang.data.report import BadRow, DataReport
 from steerlang.data.sample import Dataset, Sample
-from steerlang.dictionary.source import MANIFEST, MODALITY_CODES, ShardWriter
+from steerlang.dictionary import distributed as _dist
+from steerlang.dictionary.source import LABELS, MANIFEST, MODALITY_CODES, ShardWriter, acts_key, read_manifest
 from steerlang.errors import InputError, SteerError
 from steerlang.runtime.adapters import ModelAdapter, adapter_for
 from steerlang.runtime.masks import IMAGE, PAD, Layout
@@ -644,12 +646,30 @@ def harvest_dataset(
         grid: Any = list(adapter.fixed_grid())
     except (InputError, SteerError, AttributeError):
         grid = None
+    if shard is None and _dist.active():
+        return _harvest_distributed(bundle, adapter, ds, layers, prompts, final, settings, record, grid, batch_size=batch_size,
+                                    shard_size=shard_size, max_samples=max_samples, on_batch=on_batch, dtype=dtype, log=log,
+                                    metadata=metadata)
+    _harvest_into(bundle, adapter, layers, prompts, final, record, grid, ds.iter(shard=shard), None, batch_size=batch_size,
+                  shard_size=shard_size, max_samples=max_samples, on_batch=on_batch, dtype=dtype, log=log, metadata=metadata,
+                  settings=settings, location=ds.location)
+    return final
+
+
+def _harvest_into(bundle: ModelBundle, adapter: ModelAdapter, layers: list[int], prompts: _Prompts, final: Path,
+                  record: dict[str, Any], grid: Any, stream: Any, batches: Iterator[list[Sample]] | None, *, batch_size: int,
+                  shard_size: int, max_samples: int | None, on_batch: Callable[[int], None] | None, dtype: torch.dtype,
+                  log: Callable[[str], None], metadata: dict[str, Any] | None, settings: dict[str, Any], location: str,
+                  allow_empty: bool = False) -> None:
+    """The harvest proper: `stream`'s samples (batched by `_batches`, or the given `batches` of it)
+    into `final`, through its partial folder (resumable)."""
     part = partial_dir(final)
     with _locked(part):
         if (final / MANIFEST).is_file():  # another process finished this harvest while we waited
             with contextlib.suppress(OSError):
                 part.rmdir()
-            return final
+            stream.close()
+            return
         kept, start_batch, skip = _resume_point(part, record, log)
         if kept:
             log(f"resuming the unfinished harvest in {part}: keeping {len(kept)} shards "
@@ -669,10 +689,9 @@ def harvest_dataset(
         kept_sizes = [dict(s) for s in kept]
         writer = ShardWriter(part, layers, adapter.hidden_size, model=bundle.name, dtype=dtype, shard_rows=shard_size,
                              resume=[{k: v for k, v in s.items() if k != "bytes"} for s in kept], on_shard=on_shard)
-        stream = ds.iter(shard=shard)
         n_samples, skipped, rows = 0, 0, writer.rows_written
         try:
-            for j, batch in enumerate(_batches(stream, batch_size, max_samples)):
+            for j, batch in enumerate(_batches(stream, batch_size, max_samples) if batches is None else batches):
                 n_samples += len(batch)
                 if j < start_batch:
                     skipped += len(batch)
@@ -693,16 +712,178 @@ def harvest_dataset(
         finally:
             stream.close()
         report = stream.report
-        if n_samples == 0:
+        if n_samples == 0 and not allow_empty:
             shutil.rmtree(part, ignore_errors=True)
-            raise InputError(f"{ds.location}: no usable sample to harvest ({report.summary()[0]})")
+            raise InputError(f"{location}: no usable sample to harvest ({report.summary()[0]})")
         writer.metadata = {**(metadata or {}), "harvest": settings, "samples": n_samples, "patch_grid": grid,
                            "data": report.to_json()}
         writer.close()
         (part / PROGRESS).unlink(missing_ok=True)
         (part / RECORD).unlink(missing_ok=True)
         replace_dir(part, final)
+
+
+# -- several processes -------------------------------------------------------------------------
+def ranks_dir(out: str | os.PathLike) -> Path:
+    """Where the processes of a distributed harvest into `out` write their parts: ``.<name>.ranks``."""
+    out = Path(out)
+    return out.parent / f".{out.name}.ranks"
+
+
+class _BlockStream:
+    """The samples of rank `rank`'s batches among `world` processes: batch j of the dataset is rows
+    ``[j*size, (j+1)*size)``, and rank r takes the batches with ``j % world == r``. Read as `size`
+    round-robin shards of the dataset (``(r*size + t, world*size)``, t < size), one row of each per
+    batch, so a process decodes only its own rows. Iterating gives one list of good samples per
+    batch (empty batches left out); `report` adds up the shards' reports, every bad-row example kept
+    (the merge chooses the first ones over all processes)."""
+
+    def __init__(self, ds: Dataset, rank: int, world: int, size: int) -> None:
+        self.ds, self.rank, self.world, self.size = ds, rank, world, size
+        self._streams = [ds.iter(shard=(rank * size + t, world * size)) for t in range(size)]
+        self.report = DataReport(ds.location, ds.kind, (rank, world), max_examples=ds.max_examples)
+
+    def batches(self) -> Iterator[list[Sample]]:
+        span = self.world * self.size
+        heads: list[Sample | None] = [next(s, None) for s in self._streams]
+        while any(h is not None for h in heads):
+            q = min(h.row // span for h in heads if h is not None)
+            batch = []
+            for t, h in enumerate(heads):
+                if h is not None and h.row // span == q:
+                    batch.append(h)
+                    heads[t] = next(self._streams[t], None)
+            yield batch
+        self._sum_reports()
+
+    def _sum_reports(self) -> None:
+        rep = self.report
+        rep.good, rep.bad, rep.examples = 0, type(rep.bad)(), {}
+        for s in self._streams:
+            rep.good += s.report.good
+            rep.bad.update(s.report.bad)
+            for reason, exs in s.report.examples.items():
+                rep.examples.setdefault(reason, []).extend(exs)
+        for exs in rep.examples.values():
+            exs.sort(key=lambda b: b.row)
+        rep.complete = all(s.report.complete for s in self._streams)
+
+    def close(self) -> None:
+        for s in self._streams:
+            s.close()
+        if not self.report.complete:
+            self._sum_reports()
+
+
+def _harvest_distributed(bundle: ModelBundle, adapter: ModelAdapter, ds: Dataset, layers: list[int], prompts: _Prompts,
+                         final: Path, settings: dict[str, Any], record: dict[str, Any], grid: Any, *, batch_size: int,
+                         shard_size: int, max_samples: int | None, on_batch: Callable[[int], None] | None, dtype: torch.dtype,
+                         log: Callable[[str], None], metadata: dict[str, Any] | None) -> Path:
+    """Every process harvests its batches into ``.<name>.ranks/rank-R-of-N`` (each resumable on its
+    own), then rank 0 merges them in sample order into `final`: the same shards, manifest and data
+    report as a one-process harvest (bit for bit where the batches are the same, i.e. when the
+    dataset has no bad rows: a bad row makes its batch smaller than in one process, and a batch's
+    composition may change the last bits of its activations)."""
+    if max_samples is not None:
+        raise InputError("--max-samples: not supported when harvesting with several processes (the first N good samples "
+                         "are only known once every process has read its rows); harvest with one process, or give a "
+                         "corpus of the samples to harvest")
+    rank, world = _dist.rank(), _dist.world_size()
+    ranks = ranks_dir(final)
+    mine = ranks / f"rank-{rank:05d}-of-{world:05d}"
+    rank_settings = json.loads(json.dumps({**settings, "dataset": {**settings["dataset"], "shard": ["batches", rank, world]}}))
+    rank_record = {**record, "settings": rank_settings}
+    if not (final / MANIFEST).is_file():
+        ranks.mkdir(parents=True, exist_ok=True)
+        stream = _BlockStream(ds, rank, world, batch_size)
+        progress = (lambda n: on_batch(n * world)) if on_batch is not None and rank == 0 else None  # rank 0 speaks for all
+        _harvest_into(bundle, adapter, layers, prompts, mine, rank_record, grid, stream, stream.batches(),
+                      batch_size=batch_size, shard_size=shard_size, max_samples=None, on_batch=progress, dtype=dtype, log=log,
+                      metadata=None, settings=rank_settings, location=ds.location, allow_empty=True)
+    _dist.barrier()
+    if _dist.is_main():
+        part = partial_dir(final)
+        with _locked(part):
+            if not (final / MANIFEST).is_file():
+                _empty(part)
+                parts = [ranks / f"rank-{r:05d}-of-{world:05d}" for r in range(world)]
+                _merge_parts(parts, part, layers, adapter.hidden_size, bundle.name, dtype, shard_size,
+                             {**(metadata or {}), "harvest": settings}, grid, ds)
+                replace_dir(part, final)
+            shutil.rmtree(ranks, ignore_errors=True)
+    _dist.barrier()
     return final
+
+
+class _PartRows:
+    """The rows of one process's part, shard by shard, read in runs of samples (`take`)."""
+
+    def __init__(self, folder: Path, layers: list[int]) -> None:
+        self.folder, self.layers = folder, layers
+        self.shards = [s["file"] for s in read_manifest(folder)["shards"]]
+        self.i, self.at, self.scene = -1, 0, torch.zeros(0, dtype=torch.int32)
+        self._next_shard()
+
+    def _next_shard(self) -> None:
+        self.i += 1
+        self.at = 0
+        if self.i < len(self.shards):
+            from safetensors import safe_open
+
+            with safe_open(str(self.folder / self.shards[self.i]), framework="pt") as f:
+                self.scene = f.get_tensor("scene")
+        else:
+            self.scene = torch.zeros(0, dtype=torch.int32)
+
+    def peek(self) -> int | None:
+        """The dataset row of the next sample, None at the end."""
+        return int(self.scene[self.at]) if self.at < len(self.scene) else None
+
+    def take(self, below: int | None) -> dict[str, Tensor]:
+        """The next rows whose sample comes before row `below` (all of them: None), within this shard."""
+        rest = self.scene[self.at:]
+        n = len(rest) if below is None else int((rest < below).sum())  # rows of a part are in row order
+        from safetensors import safe_open
+
+        with safe_open(str(self.folder / self.shards[self.i]), framework="pt") as f:
+            out = {name: f.get_slice(name)[self.at : self.at + n] for name in [*(acts_key(la) for la in self.layers), *LABELS]}
+        self.at += n
+        if self.at >= len(self.scene):
+            self._next_shard()
+        return out
+
+
+def _merge_parts(parts: list[Path], out: Path, layers: list[int], d_in: int, model: str, dtype: torch.dtype, shard_size: int,
+                 metadata: dict[str, Any], grid: Any, ds: Dataset) -> None:
+    """Write the processes' parts, merged in sample (dataset row) order, as the shards of one
+    harvest into `out`, with the manifest a one-process harvest writes."""
+    metas = [read_manifest(p).get("metadata", {}) for p in parts]
+    writer = ShardWriter(out, layers, d_in, model=model, dtype=dtype, shard_rows=shard_size)
+    cursors = [_PartRows(p, layers) for p in parts]
+    while True:
+        live = sorted((c for c in cursors if c.peek() is not None), key=lambda c: c.peek())
+        if not live:
+            break
+        rows = live[0].take(live[1].peek() if len(live) > 1 else None)
+        writer.add({la: rows[acts_key(la)] for la in layers}, modality=rows["modality"], cell=rows["cell"],
+                   scene=rows["scene"], position=rows["position"])
+    report = DataReport(ds.location, ds.kind, (0, 1), max_examples=ds.max_examples)
+    report.complete = True
+    for m in metas:
+        data = m.get("data") or {}
+        report.good += int(data.get("samples", 0))
+        report.complete = report.complete and bool(data.get("complete"))
+        for reason, n in (data.get("bad") or {}).items():
+            report.bad[reason] += int(n)
+    examples = sorted((BadRow(**ex) for m in metas for exs in ((m.get("data") or {}).get("examples") or {}).values()
+                       for ex in exs), key=lambda b: b.row)
+    for b in examples:
+        kept = report.examples.setdefault(b.reason, [])
+        if len(kept) < report.max_examples:
+            kept.append(b)
+    writer.metadata = {**metadata, "samples": sum(int(m.get("samples", 0)) for m in metas), "patch_grid": grid,
+                       "data": report.to_json()}
+    writer.close()
 
 
 def harvest(

@@ -179,6 +179,62 @@ def _loss(sae: SAE, x: Tensor, cfg: TrainConfig, dead: Tensor, aux_k: int) -> tu
                   "x_hat": x_hat.detach()}
 
 
+def _loss_ddp(sae: SAE, x: Tensor, full: Tensor, cfg: TrainConfig, dead: Tensor, aux_k: int) -> tuple[Tensor, dict[str, Any]]:
+    """`_loss` for this process's slice `x` of the global batch `full` (which every process reads):
+    each term is this slice's share of the global sum, divided by the global batch's normaliser, so
+    the gradients summed over processes are the one-process gradient. The stats are global."""
+    import torch.distributed as dist
+
+    B = full.shape[0]
+    denom = (full - full.mean(0)).pow(2).sum().clamp(min=1e-12)  # _fvu's, on the global batch
+    xc = sae.centred(x)
+    with torch.no_grad():
+        pre = xc @ sae.W_enc + sae.b_enc
+    if isinstance(sae, TopKSAE):
+        pv, idx = pre.topk(cfg.k, dim=-1, sorted=False)
+        vals = _GatherPre.apply(xc, sae.W_enc, sae.b_enc, idx, pv).relu()
+        if cfg.topk_decode == "sparse":
+            x_hat = sae.decode_sparse(vals, idx)
+        else:
+            x_hat = torch.zeros_like(pre).scatter(-1, idx, vals) @ sae.W_dec + sae.b_dec
+        active = vals > 0
+        fired = torch.zeros(sae.cfg.d_sae, dtype=torch.int32)
+        fired[idx[active]] = 1
+        l0_sum = active.sum().float()
+        err = (x - x_hat).pow(2).sum()
+        loss = err / denom
+    else:
+        z = (xc @ sae.W_enc + sae.b_enc).relu()
+        x_hat = z @ sae.W_dec + sae.b_dec
+        err = (x - x_hat).pow(2).sum()
+        rms = ((full - full.mean(0)).pow(2).sum(-1).mean()).sqrt().clamp(min=1e-12)
+        loss = err / denom + cfg.l1_coeff * z.sum() / B / rms
+        fired = (z > 0).any(0).to(torch.int32)
+        l0_sum = (z > 0).sum().float()
+    aux_num = torch.zeros(())
+    aux = torch.zeros(())
+    n_dead = int(dead.sum())
+    if cfg.dead_method == "auxk" and n_dead:
+        with torch.no_grad():
+            pa, ia = pre.masked_fill(~dead, -math.inf).topk(min(aux_k, n_dead), dim=-1, sorted=False)
+        a = _GatherPre.apply(xc, sae.W_enc, sae.b_enc, ia, pa).relu()
+        e = (x - x_hat).detach()
+        e_sum = e.sum(0)
+        dist.all_reduce(e_sum)
+        e_den = (e - e_sum / B).pow(2).sum()
+        dist.all_reduce(e_den)
+        e_hat = F.embedding_bag(ia, sae.W_dec, per_sample_weights=a, mode="sum")
+        aux_num = (e - e_hat).pow(2).sum()
+        loss = loss + cfg.aux_coeff * aux_num / e_den.clamp(min=1e-12)
+    stats = torch.stack([err.detach(), l0_sum, aux_num.detach()])
+    dist.all_reduce(stats)
+    dist.all_reduce(fired)
+    if cfg.dead_method == "auxk" and n_dead:
+        aux = stats[2] / e_den.clamp(min=1e-12)
+    return loss, {"mse": float(stats[0] / B), "fvu": float(stats[0] / denom), "l0": float(stats[1] / B), "aux": float(aux),
+                  "fired": fired.bool(), "x_hat": x_hat.detach()}
+
+
 def _lr(cfg: TrainConfig, step: int) -> float:
     lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
     decay_start = cfg.steps * (1 - cfg.decay_frac)
@@ -324,7 +380,7 @@ def _warn(msg: str) -> None:
 
 def train_sae(data: ActivationSource | Tensor, cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
               on_step: Callable[[int, dict[str, float] | None], None] | None = None,
-              warn: Callable[[str], None] = _warn) -> TrainResult:
+              warn: Callable[[str], None] = _warn, distributed: bool | None = None) -> TrainResult:
     """Train an SAE on ``data`` (a source or a tensor [N, d_in]); see the module docstring.
 
     With ``cfg.out_dir``: checkpoints in ``out_dir/checkpoints/``, the dictionary (SAELens folder +
@@ -332,7 +388,22 @@ def train_sae(data: ActivationSource | Tensor, cfg: TrainConfig, *, resume: bool
     from the latest checkpoint that reads whole (a truncated one is skipped with a line to ``warn``).
     ``on_step(done, last_logged)`` is called after every step (the CLI draws its bars with it);
     without it, ``progress`` draws a transient bar on stderr.
+
+    ``distributed`` (default: when a `torch.distributed` process group of several processes is
+    running, e.g. under ``torchrun``): data-parallel training. Every process reads the same global
+    batch of ``cfg.batch_size`` rows and trains on its slice; gradients are summed over processes
+    (each slice's loss is normalised by the global batch, so the sum is the one-process gradient),
+    the firing statistics are global, and only rank 0 writes checkpoints and files. The result
+    equals the one-process run at the same batch size within float rounding.
     """
+    from steerlang.dictionary import distributed as _dist
+
+    ddp = _dist.active() if distributed is None else bool(distributed and _dist.active())
+    rank, world = (_dist.rank(), _dist.world_size()) if ddp else (0, 1)
+    if ddp and cfg.batch_size % world:
+        raise InputError(f"--batch-size: {cfg.batch_size} rows do not split evenly over {world} processes; "
+                         f"give a multiple of {world}")
+    main = rank == 0
     src = as_source(data)
     d_in = src.d_in
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -363,7 +434,8 @@ def train_sae(data: ActivationSource | Tensor, cfg: TrainConfig, *, resume: bool
         start, since, wh, history = _restore(*ck, sae, opt, gen, cfg)
     aux_k = cfg.aux_k or max(d_in // 2, 1)
     stream = src.batches(cfg.batch_size, seed=cfg.seed, start_batch=start)
-    with _step_reporter(cfg, start, progress, on_step) as report:
+    per = cfg.batch_size // world
+    with _step_reporter(cfg, start, progress and main, on_step) as report:
         for step in range(start, cfg.steps):
             x = next(stream)
             if wh is not None:
@@ -371,9 +443,14 @@ def train_sae(data: ActivationSource | Tensor, cfg: TrainConfig, *, resume: bool
             dead = since >= cfg.dead_window_tokens
             for group in opt.param_groups:
                 group["lr"] = _lr(cfg, step)
-            loss, st = _loss(sae, x, cfg, dead, aux_k)
+            if ddp:
+                loss, st = _loss_ddp(sae, x[rank * per : (rank + 1) * per], x, cfg, dead, aux_k)
+            else:
+                loss, st = _loss(sae, x, cfg, dead, aux_k)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if ddp:
+                _all_reduce_grads(sae)
             with torch.no_grad():
                 W, g = sae.W_dec, sae.W_dec.grad  # keep rows unit norm: drop the radial gradient
                 g -= (g * W).sum(-1, keepdim=True) * W
@@ -391,17 +468,30 @@ def train_sae(data: ActivationSource | Tensor, cfg: TrainConfig, *, resume: bool
                 history.append({"step": step + 1, "mse": st["mse"], "fvu": st["fvu"], "l0": st["l0"],
                                 "aux": st["aux"], "dead": dead_frac, "lr": _lr(cfg, step), "resampled": resampled})
             report(step + 1, history[-1] if history else None)
-            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and out is not None:
+            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and out is not None and main:
                 _save_checkpoint(out / "checkpoints", step + 1, sae, opt, since, gen, wh, cfg, history)
     sae.cfg.metadata["training"] = {k: v for k, v in asdict(cfg).items() if k != "out_dir"}
     final = fold_whitening(sae, wh) if wh is not None else sae
     result = TrainResult(sae=final.eval().requires_grad_(False), history=history, start_step=start)
-    if out is not None:
+    if out is not None and main:
         card = {"stats": compute_card_stats(final, src, max_rows=cfg.card_max_rows),
                 "training": {"config": sae.cfg.metadata["training"], "last": history[-1] if history else None}}
         result.dictionary_dir = save_dictionary(final, out / "dictionary", card)
         write_text(out / "history.json", json.dumps(history))
+    if ddp:
+        _dist.barrier()  # the files are written when every process returns
     return result
+
+
+def _all_reduce_grads(sae: SAE) -> None:
+    """Sum each parameter's gradient over the processes (a missing one counts as zero)."""
+    import torch.distributed as dist
+
+    for name in _PARAMS:
+        p = getattr(sae, name)
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
 
 
 @contextmanager
