@@ -108,11 +108,13 @@ class TrainResult:
 class _GatherPre(torch.autograd.Function):
     """pre[t, idx[t, i]] with a sparse backward. Forward returns the precomputed values.
 
-    xc [B, d_in], W_enc [d_in, d_sae], b_enc [d_sae], idx [B, m], values [B, m] -> [B, m]
+    xc [B, d_in] (no gradient), b_dec [d_in] (None when not applied to the input), W_enc [d_in, d_sae],
+    b_enc [d_sae], idx [B, m], values [B, m] -> [B, m]. ``pre = (x - b_dec) @ W_enc + b_enc``, so
+    b_dec's gradient is ``-W_enc @ (b_enc's gradient)``: no [B, d_in] gradient is formed.
     """
 
     @staticmethod
-    def forward(ctx: Any, xc: Tensor, W_enc: Tensor, b_enc: Tensor, idx: Tensor, values: Tensor) -> Tensor:
+    def forward(ctx: Any, xc: Tensor, b_dec: Tensor | None, W_enc: Tensor, b_enc: Tensor, idx: Tensor, values: Tensor) -> Tensor:
         ctx.save_for_backward(xc, W_enc, idx)
         return values.clone()
 
@@ -121,17 +123,88 @@ class _GatherPre(torch.autograd.Function):
         xc, W_enc, idx = ctx.saved_tensors
         B, m = idx.shape
         d_sae = W_enc.shape[1]
-        g_xc = g_W = g_b = None
-        if ctx.needs_input_grad[0]:  # sum_i g[t,i] * W_enc[:, idx[t,i]]
-            g_xc = F.embedding_bag(idx, W_enc.T.contiguous(), per_sample_weights=g, mode="sum")
-        if ctx.needs_input_grad[1]:  # W_enc grad = xc^T G with G sparse [B, d_sae]
+        g_bdec = g_W = g_b = None
+        if ctx.needs_input_grad[2]:  # W_enc grad = xc^T G with G sparse [B, d_sae]
             rows = torch.arange(B).repeat_interleave(m)
             G_t = torch.sparse_coo_tensor(torch.stack([idx.reshape(-1), rows]), g.reshape(-1), (d_sae, B),
                                           check_invariants=False)
             g_W = torch.sparse.mm(G_t, xc).T
-        if ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[3]:
             g_b = torch.zeros(d_sae, dtype=g.dtype).index_add_(0, idx.reshape(-1), g.reshape(-1))
-        return g_xc, g_W, g_b, None, None
+            if ctx.needs_input_grad[1]:
+                g_bdec = -(W_enc @ g_b)
+        return None, g_bdec, g_W, g_b if ctx.needs_input_grad[3] else None, None, None
+
+
+class _DenseAux(torch.autograd.Function):
+    """The AuxK decode restricted to the dead latents `cols` [n], as dense products (used when few
+    latents are dead: three [B, d_in] x [d_in, n] products cost less than gathering k_aux rows per
+    token). act [B, n]: ReLU of the pre-activations of each token's top-k_aux dead latents, 0 for
+    the others. Returns e_hat = act @ W_dec[cols] [B, d_in]; gradients reach W_dec's rows and,
+    through the selected pre-activations, W_enc's columns, b_enc and b_dec (exactly as the
+    gathered form)."""
+
+    @staticmethod
+    def forward(ctx: Any, xc: Tensor, b_dec: Tensor | None, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, cols: Tensor,
+                act: Tensor) -> Tensor:
+        w_rows = W_dec[cols]
+        ctx.save_for_backward(xc, W_enc, cols, act, w_rows)
+        return act @ w_rows
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        xc, W_enc, cols, act, w_rows = ctx.saved_tensors
+        g_bdec = g_We = g_be = g_Wd = None
+        g_act = (g @ w_rows.T).mul_(act > 0)  # [B, n]: ReLU's gradient and the top-k_aux selection
+        if ctx.needs_input_grad[4]:
+            g_Wd = torch.zeros((W_enc.shape[1], w_rows.shape[1]), dtype=g.dtype)
+            g_Wd[cols] = act.T @ g
+        if ctx.needs_input_grad[2]:
+            g_We = torch.zeros_like(W_enc)
+            g_We[:, cols] = xc.T @ g_act
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[3]:
+            g_sum = g_act.sum(0)
+            if ctx.needs_input_grad[3]:
+                g_be = torch.zeros(W_enc.shape[1], dtype=g.dtype)
+                g_be[cols] = g_sum
+            if ctx.needs_input_grad[1]:
+                g_bdec = -(W_enc[:, cols] @ g_sum)
+        return None, g_bdec, g_We, g_be, g_Wd, None, None
+
+
+DENSE_AUX_MAX_DEAD = 4  # the dense AuxK decode when at most this many times k_aux latents are dead
+
+
+def _topk_encode(sae: SAE, x: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(xc, pre, idx, vals) of a TopK SAE: xc = x - b_dec and the dense pre-activations without
+    autograd; vals [B, k] the ReLU of the top-k pre-activations, with a sparse gradient."""
+    b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
+    with torch.no_grad():
+        xc = sae.centred(x)
+        pre = torch.addmm(sae.b_enc, xc, sae.W_enc)  # [B, d_sae]
+    pv, idx = pre.topk(k, dim=-1, sorted=False)  # [B, k]
+    vals = _GatherPre.apply(xc, b_dec, sae.W_enc, sae.b_enc, idx, pv).relu()
+    return xc, pre, idx, vals
+
+
+def _aux_decode(sae: SAE, xc: Tensor, pre: Tensor, dead: Tensor, n_dead: int, aux_k: int) -> Tensor:
+    """e_hat [B, d_in]: each token's top-min(aux_k, n_dead) dead latents decoded (AuxK)."""
+    b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
+    kk = min(aux_k, n_dead)
+    if n_dead <= DENSE_AUX_MAX_DEAD * kk:
+        cols = dead.nonzero().squeeze(1)
+        with torch.no_grad():
+            p = pre[:, cols]  # [B, n_dead]
+            if kk < n_dead:
+                pa, ia = p.topk(kk, dim=-1, sorted=False)
+                act = torch.zeros_like(p).scatter_(-1, ia, pa.relu_())
+            else:
+                act = p.relu_()
+        return _DenseAux.apply(xc, b_dec, sae.W_enc, sae.b_enc, sae.W_dec, cols, act)
+    with torch.no_grad():
+        pa, ia = pre.masked_fill(~dead, -math.inf).topk(kk, dim=-1, sorted=False)
+    a = _GatherPre.apply(xc, b_dec, sae.W_enc, sae.b_enc, ia, pa).relu()
+    return F.embedding_bag(ia, sae.W_dec, per_sample_weights=a, mode="sum")
 
 
 def _fvu(x: Tensor, x_hat: Tensor) -> Tensor:
@@ -141,12 +214,8 @@ def _fvu(x: Tensor, x_hat: Tensor) -> Tensor:
 
 def _loss(sae: SAE, x: Tensor, cfg: TrainConfig, dead: Tensor, aux_k: int) -> tuple[Tensor, dict[str, Any]]:
     """One batch's loss [] and stats (mse, fvu, l0, aux, fired [d_sae] bool, x_hat)."""
-    xc = sae.centred(x)  # [B, d_in], carries b_dec's gradient
-    with torch.no_grad():
-        pre = xc @ sae.W_enc + sae.b_enc  # [B, d_sae]
     if isinstance(sae, TopKSAE):
-        pv, idx = pre.topk(cfg.k, dim=-1, sorted=False)  # [B, k]
-        vals = _GatherPre.apply(xc, sae.W_enc, sae.b_enc, idx, pv).relu()
+        xc, pre, idx, vals = _topk_encode(sae, x, cfg.k)
         if cfg.topk_decode == "sparse":
             x_hat = sae.decode_sparse(vals, idx)
         else:
@@ -157,7 +226,9 @@ def _loss(sae: SAE, x: Tensor, cfg: TrainConfig, dead: Tensor, aux_k: int) -> tu
         l0 = active.sum(-1).float().mean()
         loss = fvu = _fvu(x, x_hat)
     else:
-        z = (xc @ sae.W_enc + sae.b_enc).relu()  # [B, d_sae]
+        pre_g = sae.centred(x) @ sae.W_enc + sae.b_enc  # [B, d_sae]
+        z = pre_g.relu()
+        xc, pre = sae.centred(x).detach(), pre_g.detach()
         x_hat = z @ sae.W_dec + sae.b_dec
         fvu = _fvu(x, x_hat)
         rms = ((x - x.mean(0)).pow(2).sum(-1).mean()).sqrt().clamp(min=1e-12)
@@ -167,11 +238,8 @@ def _loss(sae: SAE, x: Tensor, cfg: TrainConfig, dead: Tensor, aux_k: int) -> tu
     aux = torch.zeros(())
     n_dead = int(dead.sum())
     if cfg.dead_method == "auxk" and n_dead:
-        with torch.no_grad():
-            pa, ia = pre.masked_fill(~dead, -math.inf).topk(min(aux_k, n_dead), dim=-1, sorted=False)
-        a = _GatherPre.apply(xc, sae.W_enc, sae.b_enc, ia, pa).relu()
         e = (x - x_hat).detach()
-        e_hat = F.embedding_bag(ia, sae.W_dec, per_sample_weights=a, mode="sum")
+        e_hat = _aux_decode(sae, xc, pre, dead, n_dead, aux_k)
         aux = (e - e_hat).pow(2).sum() / (e - e.mean(0)).pow(2).sum().clamp(min=1e-12)
         loss = loss + cfg.aux_coeff * aux
     mse = (x - x_hat).detach().pow(2).sum(-1).mean()
@@ -187,12 +255,8 @@ def _loss_ddp(sae: SAE, x: Tensor, full: Tensor, cfg: TrainConfig, dead: Tensor,
 
     B = full.shape[0]
     denom = (full - full.mean(0)).pow(2).sum().clamp(min=1e-12)  # _fvu's, on the global batch
-    xc = sae.centred(x)
-    with torch.no_grad():
-        pre = xc @ sae.W_enc + sae.b_enc
     if isinstance(sae, TopKSAE):
-        pv, idx = pre.topk(cfg.k, dim=-1, sorted=False)
-        vals = _GatherPre.apply(xc, sae.W_enc, sae.b_enc, idx, pv).relu()
+        xc, pre, idx, vals = _topk_encode(sae, x, cfg.k)
         if cfg.topk_decode == "sparse":
             x_hat = sae.decode_sparse(vals, idx)
         else:
@@ -204,7 +268,9 @@ def _loss_ddp(sae: SAE, x: Tensor, full: Tensor, cfg: TrainConfig, dead: Tensor,
         err = (x - x_hat).pow(2).sum()
         loss = err / denom
     else:
-        z = (xc @ sae.W_enc + sae.b_enc).relu()
+        pre_g = sae.centred(x) @ sae.W_enc + sae.b_enc
+        z = pre_g.relu()
+        xc, pre = sae.centred(x).detach(), pre_g.detach()
         x_hat = z @ sae.W_dec + sae.b_dec
         err = (x - x_hat).pow(2).sum()
         rms = ((full - full.mean(0)).pow(2).sum(-1).mean()).sqrt().clamp(min=1e-12)
@@ -215,15 +281,12 @@ def _loss_ddp(sae: SAE, x: Tensor, full: Tensor, cfg: TrainConfig, dead: Tensor,
     aux = torch.zeros(())
     n_dead = int(dead.sum())
     if cfg.dead_method == "auxk" and n_dead:
-        with torch.no_grad():
-            pa, ia = pre.masked_fill(~dead, -math.inf).topk(min(aux_k, n_dead), dim=-1, sorted=False)
-        a = _GatherPre.apply(xc, sae.W_enc, sae.b_enc, ia, pa).relu()
         e = (x - x_hat).detach()
         e_sum = e.sum(0)
         dist.all_reduce(e_sum)
         e_den = (e - e_sum / B).pow(2).sum()
         dist.all_reduce(e_den)
-        e_hat = F.embedding_bag(ia, sae.W_dec, per_sample_weights=a, mode="sum")
+        e_hat = _aux_decode(sae, xc, pre, dead, n_dead, aux_k)
         aux_num = (e - e_hat).pow(2).sum()
         loss = loss + cfg.aux_coeff * aux_num / e_den.clamp(min=1e-12)
     stats = torch.stack([err.detach(), l0_sum, aux_num.detach()])
@@ -426,7 +489,7 @@ def train_sae(data: ActivationSource | Tensor, cfg: TrainConfig, *, resume: bool
         wh = Whitening.fit(src, kind=cfg.whiten_kind, eps=cfg.whiten_eps, max_rows=cfg.whiten_rows)
     first = next(src.batches(cfg.batch_size, seed=cfg.seed))
     _init(sae, wh.apply(first) if wh else first, gen)
-    opt = torch.optim.Adam([getattr(sae, n) for n in _PARAMS], lr=cfg.lr)
+    opt = torch.optim.Adam([getattr(sae, n) for n in _PARAMS], lr=cfg.lr, fused=True)  # one pass over the state
     since = torch.zeros(cfg.d_sae, dtype=torch.int64)  # tokens since each latent last fired
     history: list[dict[str, float]] = []
     start = 0
@@ -453,7 +516,7 @@ def train_sae(data: ActivationSource | Tensor, cfg: TrainConfig, *, resume: bool
                 _all_reduce_grads(sae)
             with torch.no_grad():
                 W, g = sae.W_dec, sae.W_dec.grad  # keep rows unit norm: drop the radial gradient
-                g -= (g * W).sum(-1, keepdim=True) * W
+                g.addcmul_(W, torch.einsum("ij,ij->i", g, W).unsqueeze(1), value=-1)
                 opt.step()
                 W /= W.norm(dim=-1, keepdim=True).clamp(min=1e-12)
             since += x.shape[0]
