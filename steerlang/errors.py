@@ -17,3 +17,8 @@ class ModelLoadError(SteerError):
 
 class DictionaryError(SteerError):
     """A dictionary (SAE) file that is missing, corrupt or does not fit the model."""
+
+
+class SteerWarning(UserWarning):
+    """A program runs, but not entirely as written (e.g. a model re-adds vision features after the
+    layer an image edit is made at)."""

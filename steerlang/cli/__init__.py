@@ -8,13 +8,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 
-from steerlang.errors import SteerError
+from steerlang.errors import SteerError, SteerWarning
 
 app = typer.Typer(
     name="steer",
@@ -92,8 +93,21 @@ def _register() -> None:
 _register()
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """steerlang's own warnings as one `warning: ...` line; others as Python prints them."""
+    if issubclass(category, SteerWarning):
+        err_console.print(f"warning: {message}", markup=False)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main() -> None:
     # Accept --debug anywhere on the line, not only before the sub-command.
     if "--debug" in sys.argv[1:]:
         sys.argv = [sys.argv[0], "--debug"] + [a for a in sys.argv[1:] if a != "--debug"]
+    warnings.showwarning = _show_warning
     app()

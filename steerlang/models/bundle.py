@@ -120,13 +120,13 @@ def shipped_model_path() -> Path:
 
 def load_model(name_or_path: str | os.PathLike = TOYWORLD, *, device: str = "cpu", dtype: torch.dtype | str | None = None,
                device_map: str | dict | None = None, max_memory: int | str | dict | None = None,
-               trust_remote_code: bool = False) -> ModelBundle:
+               trust_remote_code: bool = False, offload_folder: str | os.PathLike | None = None) -> ModelBundle:
     """Load a model bundle: "toyworld" (shipped), a folder saved with save_pretrained, or a hub id.
 
     The class is the one the folder's config names (any supported family, docs/models.md); its
     size is checked against the memory available (or `max_memory`) before any weight is read.
     `dtype` (default float32; "auto" = the checkpoint's) and `device_map` (e.g. "auto") pass
-    through to `from_pretrained`. Only safe formats are read (safetensors); remote code is never
+    through to `from_pretrained` (with `offload_folder` for blocks a map sends to "disk"). Only safe formats are read (safetensors); remote code is never
     run unless `trust_remote_code=True`.
     """
     from steerlang.models.loader import load_pretrained, load_processor
@@ -134,7 +134,7 @@ def load_model(name_or_path: str | os.PathLike = TOYWORLD, *, device: str = "cpu
     name = str(name_or_path)
     source: str | Path = shipped_model_path() if name == TOYWORLD else name_or_path
     model, plan = load_pretrained(source, device=device, device_map=device_map, dtype=dtype, max_memory=max_memory,
-                                  trust_remote_code=trust_remote_code)
+                                  trust_remote_code=trust_remote_code, offload_folder=offload_folder)
     processor = load_processor(plan.source, trust_remote_code=trust_remote_code)
     path = plan.path
     template, chat = "{image} {prompt}", False

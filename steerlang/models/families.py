@@ -22,6 +22,8 @@ FAMILIES: tuple[Family, ...] = (
            note="a base view and a high-resolution view; row newlines are not patches"),
     Family("Qwen2-VL / Qwen2.5-VL", ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration"),
            note="2x2 patches merged per token; the grid follows the image's size"),
+    Family("Qwen3-VL", ("Qwen3VLForConditionalGeneration",),
+           note="Qwen2-VL's layout; DeepStack adds vision features to the image positions after the first blocks"),
     Family("Gemma 3", ("Gemma3ForConditionalGeneration",), nest_images=True),
     Family("PaliGemma", ("PaliGemmaForConditionalGeneration",), note="image tokens come before <bos>"),
     Family("Idefics3 / SmolVLM", ("Idefics3ForConditionalGeneration", "SmolVLMForConditionalGeneration"), nest_images=True,

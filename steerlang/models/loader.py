@@ -260,9 +260,11 @@ def plan_load(name_or_path: str | os.PathLike, *, device: str = "cpu", device_ma
 
 def load_pretrained(name_or_path: str | os.PathLike, *, device: str = "cpu", device_map: Any = None,
                     dtype: torch.dtype | str | None = None, max_memory: Any = None, trust_remote_code: bool = False,
-                    require_adapter: bool = True) -> tuple[torch.nn.Module, LoadPlan]:
+                    require_adapter: bool = True, offload_folder: str | os.PathLike | None = None,
+                    ) -> tuple[torch.nn.Module, LoadPlan]:
     """(model in eval mode, its LoadPlan): checked by `plan_load`, then `from_pretrained` of the
-    class the folder names. `device_map`, `dtype` and (with a device_map) `max_memory` pass through."""
+    class the folder names. `device_map`, `dtype` and (with a device_map) `max_memory` and
+    `offload_folder` (where accelerate keeps the weights a map sends to "disk") pass through."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # library code stays quiet; the CLI draws its own progress
@@ -275,6 +277,8 @@ def load_pretrained(name_or_path: str | os.PathLike, *, device: str = "cpu", dev
         kwargs["device_map"] = device_map
         if isinstance(max_memory, dict):
             kwargs["max_memory"] = max_memory
+        if offload_folder is not None:
+            kwargs["offload_folder"] = str(offload_folder)
     try:
         model = plan.cls.from_pretrained(plan.source, **kwargs)  # type: ignore[attr-defined]
     except (OSError, ValueError) as exc:

@@ -30,6 +30,7 @@ assume one image per sample (what `ModelBundle.encode` builds); see docs/models.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import torch
@@ -40,12 +41,14 @@ from steerlang.runtime.masks import ImageGrid, View
 
 __all__ = [
     "AyaVisionAdapter", "ChameleonAdapter", "Gemma3Adapter", "Idefics3Adapter", "InternVLAdapter", "LlavaAdapter",
-    "LlavaNextAdapter", "Llama4Adapter", "Mistral3Adapter", "ModelAdapter", "PaliGemmaAdapter", "Qwen2VLAdapter",
+    "LlavaNextAdapter", "Llama4Adapter", "Mistral3Adapter", "ModelAdapter", "PaliGemmaAdapter", "Qwen2VLAdapter", "Qwen3VLAdapter",
     "UNSUPPORTED", "adapter_class_for", "adapter_for", "config_image_token_id", "find_decoder_layers",
     "register_adapter", "supported_classes",
 ]
 
 WHOLE = (0.0, 0.0, 1.0, 1.0)
+_ROW_COL = re.compile(r"<row_(\d+)_col_(\d+)>")
+_IMAGE_KINDS = ("all", "image", "image_region", "image_where")  # scopes that reach image positions
 _VISION_WORDS = ("vision", "visual", "vqmodel", "image", "multi_modal_projector", "mm_projector", "connector", "audio")
 
 
@@ -123,6 +126,14 @@ class ModelAdapter:
         self._layers_path: str | None = None
         self._ids: Tensor | None = None  # the prefill ids seen by image_mask (patch_grid may not get them)
         self._grids: tuple[Any, Any, list] | None = None  # (kwargs, ids, per-sample grids) of the last call
+        # The processor's tokenizer, where the session has one: some families mark a tile's place in
+        # the image with tokens (Idefics3's `<row_i_col_j>`) whose ids only the tokenizer knows.
+        self.tokenizer: Any = None
+        # The processor, and the (height, width) of each sample's image in the call about to run, where
+        # the session knows them: families whose processor picks a tiling from the image's size
+        # (InternVL, AyaVision) place their tiles with them.
+        self.processor: Any = None
+        self.image_sizes: list[tuple[int, int]] | None = None
 
     # -- parts ------------------------------------------------------------------------------
     def base_model(self) -> torch.nn.Module:
@@ -182,6 +193,10 @@ class ModelAdapter:
         if not 0 <= layer <= len(blocks):
             raise InputError(f"layer {layer} is out of range: this model has layers 0 (LM input) to {len(blocks)} (last block's output)")
         return (blocks[layer], True) if layer < len(blocks) else (blocks[-1], False)
+
+    def edit_notes(self, edits: list[tuple[str, tuple[int, ...]]]) -> list[str]:
+        """Warnings about (scope kind, layers) edits this family does not carry out as written."""
+        return []
 
     # -- positions --------------------------------------------------------------------------
     def image_mask(self, input_ids: Tensor) -> Tensor:
@@ -382,7 +397,7 @@ class ChameleonAdapter(_RunsOfFixedGrid):
 
 
 class Qwen2VLAdapter(ModelAdapter):
-    """Qwen2-VL / Qwen2.5-VL (/ Qwen3-VL): each image's grid is `image_grid_thw` / `spatial_merge_size`
+    """Qwen2-VL / Qwen2.5-VL: each image's grid is `image_grid_thw` / `spatial_merge_size`
     (2x2 patches merged per token), read from `image_grid_thw` on a plain forward, or from the
     M-RoPE position ids (t, h, w per token) that `generate` passes instead."""
 
@@ -425,6 +440,42 @@ class Qwen2VLAdapter(ModelAdapter):
                 out.append(_plain_or_views(imgs, self.label))
             return out
         raise SteerError(f"{self.label}: the image grid is unknown (neither image_grid_thw nor 3-D position_ids in the call)")
+
+
+class Qwen3VLAdapter(Qwen2VLAdapter):
+    """Qwen3-VL: Qwen2-VL's layout (merged patches, `image_grid_thw` / M-RoPE positions), plus
+    DeepStack: the features of some vision blocks are added again to the image positions after
+    text blocks 0 .. k-1 (k = `len(vision_config.deepstack_visual_indexes)`). Layer L (the input of
+    block L) sees every injection made before it; an image edit at a layer L < k is followed by the
+    injections after blocks L .. k-1, which put back part of what a concept's visual evidence carries
+    (`reinjected_after`)."""
+
+    family = "qwen3_vl"
+    label = "Qwen3-VL"
+
+    @property
+    def deepstack_layers(self) -> int:
+        """k: vision features are added to the image positions after text blocks 0 .. k-1."""
+        idx = getattr(self.model.config.vision_config, "deepstack_visual_indexes", None)
+        if idx is None:
+            raise ModelLoadError(f"{type(self.model).__name__}'s vision config has no deepstack_visual_indexes: "
+                                 "cannot tell where vision features re-enter the language model")
+        return len(idx)
+
+    def reinjected_after(self, layer: int) -> list[int]:
+        """The blocks after which vision features are added to the image positions again, for an
+        image edit made at `layer` (empty: the edit is the last word on those positions' inputs)."""
+        return list(range(layer, self.deepstack_layers))
+
+    def edit_notes(self, edits: list[tuple[str, tuple[int, ...]]]) -> list[str]:
+        k = self.deepstack_layers
+        early = sorted({L for kind, layers in edits if kind in _IMAGE_KINDS for L in layers if L < k})
+        if not early:
+            return []
+        blocks = "block 0" if k == 1 else f"blocks 0..{k - 1}"
+        return [f"{self.label} adds vision features to the image positions again after {blocks} (DeepStack): "
+                f"an image edit at layer{'s' if len(early) > 1 else ''} {', '.join(map(str, early))} is followed by "
+                f"those re-injections and partly undone; edit at layer {k} or later for an edit that stays"]
 
 
 class Mistral3Adapter(ModelAdapter):
@@ -535,14 +586,30 @@ class LlavaNextAdapter(ModelAdapter):
 
 class _TiledAdapter(ModelAdapter):
     """Families that cut an image into tiles of `n` tokens each plus a global view, in that order
-    (Idefics3/SmolVLM, InternVL, AyaVision). The tiles' places in the image are not in the model's
-    inputs, so only the global view has a known box; each tile is its own grid (closing happens
-    per tile); patch numbers put the global view first. One image per sample."""
+    (Idefics3/SmolVLM, InternVL, AyaVision). Each tile is its own grid (closing happens per tile);
+    patch numbers put the global view first. A tile's box is known where the family marks it in the
+    ids (`tile_boxes`); elsewhere only the global view has one. One image per sample."""
 
     tiled = True
 
     def tokens_per_tile(self) -> int:
         raise NotImplementedError
+
+    def tile_arrangement(self, size: tuple[int, int]) -> tuple[int, int] | None:
+        """(rows, cols) of the tiles the processor cuts an image of `size` (height, width) into, tiles
+        in row-major order; None when unknown."""
+        return None
+
+    def tile_boxes(self, ids: Tensor, starts: list[int], sample: int) -> list[tuple[float, float, float, float] | None]:
+        """Each tile's place in the image, for sample `sample` (its ids and each tile's first position):
+        from the image's size and `tile_arrangement` where both are known and agree with the number of
+        tiles in the ids; None (unknown) otherwise."""
+        sizes = self.image_sizes
+        arrangement = self.tile_arrangement(sizes[sample]) if sizes is not None and sample < len(sizes) else None
+        if arrangement is None or arrangement[0] * arrangement[1] != len(starts):
+            return [None] * len(starts)
+        rows, cols = arrangement
+        return [((t // cols) / rows, (t % cols) / cols, (t // cols + 1) / rows, (t % cols + 1) / cols) for t in range(len(starts))]
 
     def grids(self, input_ids: Tensor, kwargs: dict[str, Any]) -> list[Any]:
         mask = self._mask(input_ids)
@@ -560,8 +627,9 @@ class _TiledAdapter(ModelAdapter):
             if tiles == 1:
                 out.append((s, s))
                 continue
+            boxes = self.tile_boxes(input_ids[b].cpu(), [int(pos[n * t]) for t in range(tiles - 1)], b)
             views = [View(0, s, s, WHOLE, "global")]
-            views += [View(n * (t + 1), s, s, None, f"tile {t + 1}") for t in range(tiles - 1)]
+            views += [View(n * (t + 1), s, s, boxes[t], f"tile {t + 1}") for t in range(tiles - 1)]
             # In the sequence the tiles come first and the global view last; number the global view first.
             order = [n + j for j in range(n * (tiles - 1))] + list(range(n))
             out.append(_grid_of(views, pos, order, mask.shape[1], self.label))
@@ -581,6 +649,55 @@ class Idefics3Adapter(_TiledAdapter):
         side = _size(cfg.vision_config.image_size) // _size(cfg.vision_config.patch_size)
         return (side // int(cfg.scale_factor)) ** 2
 
+    def _row_col_ids(self) -> dict[int, tuple[int, int]]:
+        """id -> (row, col) of the `<row_i_col_j>` tokens (1-based), from the tokenizer's vocabulary."""
+        if self.tokenizer is None:
+            return {}
+        cached = getattr(self, "_rc", None)
+        if cached is None or cached[0] is not self.tokenizer:
+            found = {}
+            for tok, i in self.tokenizer.get_vocab().items():
+                m = _ROW_COL.fullmatch(tok)
+                if m:
+                    found[int(i)] = (int(m.group(1)), int(m.group(2)))
+            self._rc = cached = (self.tokenizer, found)
+        return cached[1]
+
+    def tile_boxes(self, ids: Tensor, starts: list[int], sample: int) -> list[tuple[float, float, float, float] | None]:
+        """The processor resizes the image to whole tiles and writes `<row_i_col_j>` before tile (i, j):
+        tile (i, j) of an R x C split covers rows (i-1)/R .. i/R and columns (j-1)/C .. j/C."""
+        rc = self._row_col_ids()
+        places = [rc.get(int(ids[s - 1])) if s > 0 else None for s in starts]
+        if not places or any(p is None for p in places):
+            return [None] * len(starts)
+        rows, cols = max(p[0] for p in places), max(p[1] for p in places)  # type: ignore[index]
+        if sorted(places) != [(i, j) for i in range(1, rows + 1) for j in range(1, cols + 1)]:
+            return [None] * len(starts)  # not one whole R x C split: do not guess
+        return [((i - 1) / rows, (j - 1) / cols, i / rows, j / cols) for i, j in places]  # type: ignore[misc]
+
+
+def _got_ocr2_tiling(processor: Any, size: tuple[int, int]) -> tuple[int, int] | None:
+    """(rows, cols) of the tiles a GotOcr2-style image processor (InternVL's, AyaVision's) cuts an
+    image of `size` into: the canvas that the processor's own module (PIL or torchvision backend)
+    picks with `get_optimal_tiled_canvas` from its `min_patches`, `max_patches` and tile `size`,
+    checked against the processor's public tile count. None where the processor does not tile, or
+    transformers no longer has that function or it disagrees (regions then refuse, never guess)."""
+    import sys
+
+    ip = getattr(processor, "image_processor", None)
+    if ip is None or not getattr(ip, "crop_to_patches", False) or int(getattr(ip, "max_patches", 1)) <= 1:
+        return None
+    canvas = getattr(sys.modules.get(type(ip).__module__), "get_optimal_tiled_canvas", None)
+    tile = getattr(ip, "size", None)
+    th, tw = (tile.get("height"), tile.get("width")) if isinstance(tile, dict) else (getattr(tile, "height", None), getattr(tile, "width", None))
+    if canvas is None or th is None or tw is None:
+        return None
+    cols, rows = (int(v) for v in canvas(size, (th, tw), int(ip.min_patches), int(ip.max_patches)))
+    count = getattr(ip, "get_number_of_image_patches", None)
+    if count is not None and int(count(*size)) != (1 + rows * cols if rows * cols > 1 else 1):
+        return None
+    return rows, cols
+
 
 class InternVLAdapter(_TiledAdapter):
     """InternVL: `<img>`, `image_seq_length` `<IMG_CONTEXT>` tokens per tile, `</img>`; with more
@@ -591,6 +708,9 @@ class InternVLAdapter(_TiledAdapter):
 
     def tokens_per_tile(self) -> int:
         return int(self.model.config.image_seq_length)
+
+    def tile_arrangement(self, size: tuple[int, int]) -> tuple[int, int] | None:
+        return _got_ocr2_tiling(self.processor, size)
 
 
 class AyaVisionAdapter(_TiledAdapter):
@@ -604,6 +724,9 @@ class AyaVisionAdapter(_TiledAdapter):
         cfg = self.model.config
         side = _size(cfg.vision_config.image_size) // _size(cfg.vision_config.patch_size)
         return (side // int(cfg.downsample_factor)) ** 2
+
+    def tile_arrangement(self, size: tuple[int, int]) -> tuple[int, int] | None:
+        return _got_ocr2_tiling(self.processor, size)
 
 
 class Llama4Adapter(_TiledAdapter):
@@ -634,6 +757,7 @@ _ADAPTERS: dict[str, type[ModelAdapter]] = {
     "LlavaOnevisionForConditionalGeneration": LlavaNextAdapter,
     "Qwen2VLForConditionalGeneration": Qwen2VLAdapter,
     "Qwen2_5_VLForConditionalGeneration": Qwen2VLAdapter,
+    "Qwen3VLForConditionalGeneration": Qwen3VLAdapter,
     "Gemma3ForConditionalGeneration": Gemma3Adapter,
     "PaliGemmaForConditionalGeneration": PaliGemmaAdapter,
     "Idefics3ForConditionalGeneration": Idefics3Adapter,

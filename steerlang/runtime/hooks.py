@@ -609,7 +609,8 @@ def cached_length(args: tuple, kwargs: dict, length: int) -> int:
     reported by any argument that is a cache (it has `get_seq_length`). A call that carries neither
     is a prefill or a cache-less step, unless its `position_ids` reach past its own length: then
     it is a decode step whose cache this runtime cannot see, and steering it would edit the wrong
-    positions, so it raises.
+    positions, so it raises. (PaliGemma counts positions from 1, so a whole sequence of `length`
+    tokens ends at position `length`: only positions beyond that are a hidden cache's.)
     """
     cp = kwargs.get("cache_position")
     if isinstance(cp, Tensor) and cp.numel():
@@ -618,7 +619,7 @@ def cached_length(args: tuple, kwargs: dict, length: int) -> int:
     if caches:
         return int(caches[0].get_seq_length())
     pids = kwargs.get("position_ids")
-    if isinstance(pids, Tensor) and pids.numel() and int(pids.max()) >= length:
+    if isinstance(pids, Tensor) and pids.numel() and int(pids.max()) > length:
         import transformers
 
         raise SteerError(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from steerlang.dictionary.concepts import ConceptSet
-from steerlang.errors import InputError
+from steerlang.errors import InputError, SteerWarning
 from steerlang.lang import compile_program, header_end_line, ir
 from steerlang.lang.concepts import HeaderOverride
 from steerlang.models.bundle import ModelBundle
@@ -141,6 +142,8 @@ class Session:
         # (`--dictionary`): programs then run with it whatever set their header names.
         self.dictionary_override = False
         self.adapter: ModelAdapter = adapter_for(bundle.model)
+        self.adapter.processor = bundle.processor
+        self.adapter.tokenizer = bundle.tokenizer if bundle.processor is not None else None
         concepts.check_model(self.adapter.n_layers, self.adapter.hidden_size, bundle.name)  # layers (and raw SAEs' widths)
 
     @property
@@ -168,13 +171,21 @@ class Session:
     def plan(self, program: ir.Program, *, trace: bool = True, dense: bool | None = None) -> HookPlan:
         """Check the header and compile the IR to a hook plan (no model run)."""
         self.check_header(program)
-        return compile_plan(program, self.concepts, n_layers=self.adapter.n_layers, hidden_size=self.adapter.hidden_size,
+        plan = compile_plan(program, self.concepts, n_layers=self.adapter.n_layers, hidden_size=self.adapter.hidden_size,
                             dense=self.dense if dense is None else dense, trace=trace)
+        for note in self.adapter.edit_notes([(e.scope.kind, e.layers) for e in plan.edits]):
+            warnings.warn(note, SteerWarning, stacklevel=3)
+        return plan
 
     def steer(self, program: ir.Program | str | Path, *, trace: bool = True, dense: bool | None = None,
-              on_forward: Callable[[int], None] | None = None) -> Steerer:
-        """A context manager steering every generation of `self.model` inside it."""
+              on_forward: Callable[[int], None] | None = None,
+              image_sizes: Sequence[tuple[int, int]] | None = None) -> Steerer:
+        """A context manager steering every generation of `self.model` inside it.
+
+        `image_sizes`: (height, width) of each sample's image, for families that cut an image into
+        tiles chosen by its size (InternVL, AyaVision): without them, regions refuse on their tiles."""
         prog = self.compile(program)
+        self.adapter.image_sizes = list(image_sizes) if image_sizes is not None else None
         return Steerer(self.adapter, self.plan(prog, trace=trace, dense=dense), trace=trace, on_forward=on_forward)
 
     # -- running ----------------------------------------------------------------------------
@@ -196,6 +207,7 @@ class Session:
     def _generate(self, images: list[Image.Image], prompt: str, max_new_tokens: int, sample: bool,
                   seed: int | None) -> list[str]:
         enc = self.bundle.encode(images, [prompt] * len(images))
+        self.adapter.image_sizes = [(im.height, im.width) for im in images]
         tok = self.bundle.tokenizer
         ctx = torch.random.fork_rng() if sample else contextlib.nullcontext()
         with ctx, torch.no_grad():

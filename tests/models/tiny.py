@@ -73,6 +73,22 @@ def qwen2_5_vl():  # noqa: ANN201
     return _seeded(Qwen2_5_VLForConditionalGeneration, cfg)
 
 
+def qwen3_vl():  # noqa: ANN201
+    """Qwen3-VL with DeepStack: the features of vision block 0 are added again to the image positions
+    after text block 0."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    text = {**TEXT, "head_dim": 16, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                                        "mrope_section": [2, 3, 3], "mrope_interleaved": True}}
+    cfg = Qwen3VLConfig(
+        text_config=text,
+        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 4,
+                       "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3, "out_hidden_size": H,
+                       "num_position_embeddings": 16, "deepstack_visual_indexes": [0]},
+        image_token_id=IMG, video_token_id=4, vision_start_token_id=5, vision_end_token_id=6)
+    return _seeded(Qwen3VLForConditionalGeneration, cfg)
+
+
 def gemma3():  # noqa: ANN201
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 

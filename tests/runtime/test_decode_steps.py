@@ -53,6 +53,14 @@ def test_a_plain_forward_is_a_prefill() -> None:
 def test_a_decode_step_without_a_visible_cache_raises() -> None:
     with pytest.raises(SteerError, match="cannot tell a prefill from a decode step"):
         cached_length((), {"position_ids": torch.tensor([[88]]), "cache": object()}, 1)
+    # the second token of a decode run (position 2, one token, no cache) is already past any prefill
+    with pytest.raises(SteerError, match="cannot tell a prefill from a decode step"):
+        cached_length((), {"position_ids": torch.tensor([[2]])}, 1)
+
+
+def test_positions_counted_from_one_are_a_whole_sequence() -> None:
+    # PaliGemma numbers positions 1..T: an uncached step over the whole sequence is a prefill
+    assert cached_length((), {"position_ids": torch.arange(1, 24)[None]}, 23) == 0
 
 
 @pytest.fixture(scope="module")
