@@ -50,6 +50,7 @@ def _saved(build: Callable) -> Callable:
 SPECS = {
     "llava": Spec(tiny.llava, _saved(tiny.llava_processor)),
     "llava_next": Spec(tiny.llava_next, _saved(tiny.llava_next_processor)),
+    "llava_onevision": Spec(tiny.llava_onevision, tiny.write_llava_onevision_processor),
     "qwen2_vl": Spec(tiny.qwen2_vl, tiny.write_qwen_processor),
     "qwen2_5_vl": Spec(tiny.qwen2_5_vl, lambda folder: tiny.write_qwen_processor(folder, "Qwen2_5_VLProcessor")),
     "qwen3_vl": Spec(tiny.qwen3_vl, lambda folder: tiny.write_qwen_processor(folder, "Qwen3VLProcessor")),

@@ -50,6 +50,29 @@ def llava_next():  # noqa: ANN201
     return _seeded(LlavaNextForConditionalGeneration, cfg)
 
 
+def llava_onevision():  # noqa: ANN201
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+
+    cfg = LlavaOnevisionConfig(vision_config={"model_type": "siglip_vision_model", **SIGLIP},
+                               text_config={"model_type": "qwen2", **TEXT}, image_token_index=IMG, video_token_index=4,
+                               vision_feature_select_strategy="full", vision_feature_layer=-1,
+                               image_grid_pinpoints=[[16, 32], [32, 16], [32, 32]], vision_aspect_ratio="anyres_max_9")
+    return _seeded(LlavaOnevisionForConditionalGeneration, cfg)
+
+
+def write_llava_onevision_processor(folder) -> None:  # noqa: ANN001
+    import json
+
+    from transformers import LlavaOnevisionImageProcessorPil
+
+    tokenizer(["<pad>", "<s>", "</s>", "<image>", "<video>"], {"image_token": "<image>", "video_token": "<video>"}).save_pretrained(folder)
+    LlavaOnevisionImageProcessorPil(size={"height": 16, "width": 16}, image_grid_pinpoints=[[16, 32], [32, 16], [32, 32]],
+                                    do_pad=True).save_pretrained(folder)
+    (folder / "processor_config.json").write_text(json.dumps({"processor_class": "LlavaOnevisionProcessor", "num_image_tokens": 16,
+                                                              "vision_feature_select_strategy": "full",
+                                                              "vision_aspect_ratio": "anyres_max_9"}))
+
+
 def qwen2_vl():  # noqa: ANN201
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
