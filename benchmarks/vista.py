@@ -256,6 +256,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=9401, help="cat scenes from this stream, controls from seed + 1, "
                     "caption / yes-no / matching-rate scenes from seed + 2")
     ap.add_argument("--eval-count", type=int, default=300, help="scenes for caption / yes-no / matching rate")
+    ap.add_argument("--ours-dict", action="append", default=[], metavar="W=DIR",
+                    help="also run ours with the concept set DIR built on the w = W model (steer dict build --model "
+                    "MODELS/wW --data CORPUS --out DIR): our concepts rebuilt for the fine-tuned projector")
     ap.add_argument("--only", default=None, help="evaluate only these rows (comma-separated: before and/or weights), "
                     "to run rows in parallel processes; every row is cached in MODELS/rows/ and a last run without "
                     "--only assembles the report from the cache")
@@ -326,8 +329,41 @@ def main() -> None:
             row["train"] = {k: train_reports[w].get(k) for k in ("finetune", "train_seconds", "sae_regularizer")}
         path.write_text(json.dumps(row))
         report["rows"].append(row)
+    report["ours_rebuilt"] = {}
+    for spec in args.ours_dict:
+        w, _, folder = spec.partition("=")
+        path = cache / f"ours_rebuilt-{w}-s{args.seed}-n{args.count}.json"
+        if not path.exists():
+            res = ours_with(steerlang.load_model(str(args.models / f"w{w}")), folder, sets, remove)
+            path.write_text(json.dumps({"weight": w, "dictionary": folder, **res}))
+        report["ours_rebuilt"][w] = json.loads(path.read_text())
     if only is None:
         save_report(report, args.out, args.md, markdown(report))
+
+
+def ours_with(bundle, folder: str, sets: dict, remove: str) -> dict:  # noqa: ANN001
+    """`remove_cat.stl` and its replace twin with the concept set `folder`, on the given model."""
+    from interventions import score
+
+    import steerlang
+    from steerlang.world.scenes import render
+    from steerlang.world.vocab import DEFAULT_PROMPT
+
+    session = steerlang.load_session(bundle, folder)
+    imgs = {k: [render(s) for s in v] for k, v in sets.items()}
+    base_ctl = bundle.generate(imgs["controls"], DEFAULT_PROMPT, max_new_tokens=24)
+    text = remove.replace('dictionary "toyworld"', f'dictionary "{session.concepts.name}"')
+    out: dict = {}
+    for op, prog_text, key in (("remove", text, "cats"), ("replace", text.replace("off cat", "replace cat with dog"), "nodog")):
+        prog = session.compile(prog_text, file=f"{op}.stl")
+        res = [r.output for r in session.run(prog, images=imgs[key], prompt=DEFAULT_PROMPT, trace=False)]
+        ctl = [r.output for r in session.run(prog, images=imgs["controls"], prompt=DEFAULT_PROMPT, trace=False)]
+        r = score(res, sets[key], "cat", "dog" if op == "replace" else None)
+        r["controls_unchanged"] = float(np.mean([a == b for a, b in zip(ctl, base_ctl, strict=True)]))
+        r["examples"] = [[s.caption, o] for s, o in zip(sets[key][:4], res[:4], strict=True)]
+        out[op] = r
+        print("ours rebuilt", folder, op, {k: v for k, v in r.items() if k != "examples"}, flush=True)
+    return out
 
 
 def markdown(report: dict) -> str:
@@ -348,6 +384,11 @@ def markdown(report: dict) -> str:
             a, b = iv[f"{m}.remove"], iv[f"{m}.replace"]
             out.append(f"| {r['model']} | {label} | {f(a['removal'])} | {f(a['preservation'])} | {f(b['replacement'])} | {f(b['preservation'])} | "
                        f"{f(a.get('controls_unchanged'))} / {f(b.get('controls_unchanged'))} |")
+        rb = next((v for k, v in report.get("ours_rebuilt", {}).items() if "weight" in r and float(k) == r["weight"]), None)
+        if rb is not None:
+            a, b = rb["remove"], rb["replace"]
+            out.append(f"| {r['model']} | ours: concepts rebuilt on this model (`steer dict build --data`) | {f(a['removal'])} | {f(a['preservation'])} | "
+                       f"{f(b['replacement'])} | {f(b['preservation'])} | {f(a['controls_unchanged'])} / {f(b['controls_unchanged'])} |")
         z, p = iv["ablate_zero"], iv["ablate_prototype"]
         out.append(f"| {r['model']} | true cat patches zeroed (VISTA vision-only) / dog prototype written, LM input | {f(z['removal'])} | "
                    f"{f(z['preservation'])} | {f(p['replacement'])} | {f(p['preservation'])} | - |")
