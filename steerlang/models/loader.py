@@ -323,6 +323,12 @@ def _pil_processor(src: str, trust_remote_code: bool) -> Any:
             name = data.get("processor_class") or name
             if name:
                 break
+    if name == "PixtralProcessor":  # its module imports torchvision: steerlang's own (steerlang.models.pixtral)
+        from steerlang.models.pixtral import PixtralPilProcessor
+
+        return PixtralPilProcessor.from_folder(
+            src, AutoImageProcessor.from_pretrained(src, backend="pil", trust_remote_code=trust_remote_code),
+            AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code))
     cls = getattr(transformers, name, None) if name else None
     if not isinstance(cls, type) or not hasattr(cls, "get_attributes"):
         raise ModelLoadError(f"no processor class to rebuild ({name!r})")

@@ -57,9 +57,9 @@ SPECS = {
     "gemma3": Spec(tiny.gemma3, _saved(tiny.gemma3_processor)),
     "paligemma": Spec(tiny.paligemma, _saved(tiny.paligemma_processor)),
     "idefics3": Spec(tiny.idefics3, _saved(tiny.idefics3_processor), layers_path="model.text_model.layers", placed=True),
-    # SmolVLM's processor needs num2words and torchvision; Mistral3's (Pixtral) needs torchvision.
+    # SmolVLM's processor needs num2words and torchvision. Mistral3's (Pixtral) needs torchvision: steerlang's own.
     "smolvlm": Spec(tiny.smolvlm, inputs=tiny.smolvlm_inputs, layers_path="model.text_model.layers", tiled=True),
-    "mistral3": Spec(tiny.mistral3, inputs=tiny.mistral3_inputs),
+    "mistral3": Spec(tiny.mistral3, tiny.write_pixtral_processor),
     "internvl": Spec(tiny.internvl, tiny.write_internvl_processor, placed=True),
     "aya_vision": Spec(tiny.aya_vision, _saved(tiny.aya_vision_processor), placed=True),
     "chameleon": Spec(tiny.chameleon, _saved(tiny.chameleon_processor), layers_path="model.layers", vq=True),

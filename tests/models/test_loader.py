@@ -237,3 +237,24 @@ def test_ambiguous_layer_lists_fail_loudly() -> None:
 
     with pytest.raises(ModelLoadError, match=r"cannot tell where Two keeps its text decoder layers .* candidates: a \(2\), b \(2\)"):
         find_decoder_layers(Two())
+
+
+def test_pixtral_processor_is_rebuilt_without_torchvision(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from steerlang.models.loader import load_processor
+    from steerlang.models.pixtral import PixtralPilProcessor
+
+    folder = tmp_path / "pixtral"
+    folder.mkdir()
+    tiny.write_pixtral_processor(folder)
+    proc = load_processor(folder)
+    assert isinstance(proc, PixtralPilProcessor)
+    im = Image.fromarray((np.random.RandomState(0).rand(16, 24, 3) * 255).astype("uint8"))  # 2 x 3 merged patches
+    out = proc(images=[im], text=["[IMG] what"], return_tensors="pt", padding=True)
+    img, brk, end = 3, 5, 6
+    assert out["input_ids"][0, :8].tolist() == [img, img, img, brk, img, img, img, end]
+    assert tuple(out["pixel_values"].shape) == (1, 3, 16, 24) and out["image_sizes"].tolist() == [[16, 24]]
+    with pytest.raises(ValueError, match="more images"):
+        proc(images=[im], text=["[IMG] [IMG] what"])

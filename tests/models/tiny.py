@@ -158,6 +158,20 @@ def mistral3():  # noqa: ANN201
     return _seeded(Mistral3ForConditionalGeneration, cfg)
 
 
+def write_pixtral_processor(folder) -> None:  # noqa: ANN001
+    """Pixtral's processor settings (its transformers class needs torchvision; steerlang rebuilds it):
+    [IMG] 3, [IMG_BREAK] 5, [IMG_END] 6, images resized to at most 24 px, 8-px steps (4-px patches merged 2x2)."""
+    import json
+
+    from transformers import PixtralImageProcessorPil
+
+    tokenizer(["<pad>", "<s>", "</s>", "[IMG]", "[UNUSED]", "[IMG_BREAK]", "[IMG_END]"]).save_pretrained(folder)
+    PixtralImageProcessorPil(size={"longest_edge": 24}, patch_size={"height": 4, "width": 4}).save_pretrained(folder)
+    (folder / "processor_config.json").write_text(json.dumps({
+        "processor_class": "PixtralProcessor", "patch_size": 4, "spatial_merge_size": 2, "image_token": "[IMG]",
+        "image_break_token": "[IMG_BREAK]", "image_end_token": "[IMG_END]"}))
+
+
 def internvl():  # noqa: ANN201
     from transformers import InternVLConfig, InternVLForConditionalGeneration
 
