@@ -305,17 +305,6 @@ def _batch(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
-def mistral3_inputs(seed: int = 0) -> dict:
-    """[IMG] rows ended by [IMG_BREAK] (5), the last by [IMG_END] (6): a 16x24 image (2x3 after
-    4-px patches merged 2x2) and a 24x16 one (3x2), padded to 24x24 in pixel_values."""
-    g = torch.Generator().manual_seed(seed)
-    a = [IMG] * 3 + [5] + [IMG] * 3 + [6]
-    b = [IMG] * 2 + [5] + [IMG] * 2 + [5] + [IMG] * 2 + [6]
-    ids, mask = _batch([[BOS, 10, *a, 11, 12], [BOS, 10, *b, 11, 12]])
-    return {"input_ids": ids, "attention_mask": mask, "pixel_values": torch.randn(2, 3, 24, 24, generator=g),
-            "image_sizes": torch.tensor([[16, 24], [24, 16]])}
-
-
 def smolvlm_inputs(seed: int = 0) -> dict:
     """Idefics3's layout: `<fake>` (5) `<row_1_col_j>` (8, 9) + 4 `<image>` per tile, `<fake>` `<global-img>` (6)
     + 4 `<image>`, `<fake>`: a 1x2-tile image, then an unsplit one."""
