@@ -261,8 +261,8 @@ def patch_filtering(bundle, shared: dict, train_acts: Path, args) -> dict:  # no
 
 
 def markdown(rep: dict) -> str:
-    lines = ["## Transfer: reconstruction at image positions (evaluation stream %d, %d scenes; spliced CE on %d)" %
-             (rep["seed"], rep["count"], rep["splice_count"]), "",
+    lines = [f"## Transfer: reconstruction at image positions (evaluation stream {rep['seed']}, {rep['count']} scenes; "
+             f"spliced CE on {rep['splice_count']})", "",
              "| layer | SAE (trained on) | FVU image | MSE image | spliced ΔCE image (zero-ablation ΔCE) | FVU text | ΔCE text |",
              "|---|---|---|---|---|---|---|"]
     for L, r in rep["transfer"].items():
@@ -276,8 +276,8 @@ def markdown(rep: dict) -> str:
     pf = rep.get("filtering")
     if pf:
         gs = pf["gammas"]
-        lines += ["", "## Patch filtering: balanced yes/no accuracy vs the share of patches kept (evaluation stream %d, %d questions)"
-                  % (rep["filter_seed"], pf["questions"]), "",
+        lines += ["", f"## Patch filtering: balanced yes/no accuracy vs the share of patches kept (evaluation stream "
+                  f"{rep['filter_seed']}, {pf['questions']} questions)", "",
                   f"Unfiltered: {pf['unfiltered']['accuracy']:.3f}. Filtered patches set to the {pf['fill']} image-token state at the LM input.", "",
                   "| score | " + " | ".join(f"{g:.1f}" for g in gs) + " |", "|---|" + "---|" * len(gs)]
         for name, row in pf["curves"].items():

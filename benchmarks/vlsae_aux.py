@@ -105,8 +105,16 @@ def aligned_separate_codes(sae_img, sae_txt, train, held) -> tuple[np.ndarray, n
 
 def layer_report(L: int, train_acts: Path, eval_acts: Path, args, cache: Path) -> dict:  # noqa: ANN001
     from steerlang.dictionary.aux_align import AuxConfig, train_aux
-    from steerlang.dictionary.crossmodal import JointConfig, aligned_separate_metrics, intra_inter_similarity, \
-        load_joint, pool_max, recall_at_k, save_joint, train_joint
+    from steerlang.dictionary.crossmodal import (
+        JointConfig,
+        aligned_separate_metrics,
+        intra_inter_similarity,
+        load_joint,
+        pool_max,
+        recall_at_k,
+        save_joint,
+        train_joint,
+    )
     from steerlang.dictionary.io import load_dictionary
     t0 = time.perf_counter()
     train = light_split(train_acts, L, args.train_seed)
