@@ -352,7 +352,8 @@ def ours_with(bundle, folder: str, sets: dict, remove: str) -> dict:  # noqa: AN
     session = steerlang.load_session(bundle, folder)
     imgs = {k: [render(s) for s in v] for k, v in sets.items()}
     base_ctl = bundle.generate(imgs["controls"], DEFAULT_PROMPT, max_new_tokens=24)
-    text = remove.replace('dictionary "toyworld"', f'dictionary "{session.concepts.name}"')
+    text = remove.replace('dictionary "toyworld"', f'dictionary "{session.concepts.name}"').replace(
+        'model "toyworld"', f'model "{session.concepts.model}"')
     out: dict = {}
     for op, prog_text, key in (("remove", text, "cats"), ("replace", text.replace("off cat", "replace cat with dog"), "nodog")):
         prog = session.compile(prog_text, file=f"{op}.stl")
