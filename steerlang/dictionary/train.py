@@ -212,14 +212,20 @@ def _fvu(x: Tensor, x_hat: Tensor) -> Tensor:
     return (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp(min=1e-12)
 
 
+def _topk_reconstruct(sae: TopKSAE, x: Tensor, cfg: TrainConfig) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(centred x, pre-activations, top-k indices, their values, x_hat) with the configured decode."""
+    xc, pre, idx, vals = _topk_encode(sae, x, cfg.k)
+    if cfg.topk_decode == "sparse":
+        x_hat = sae.decode_sparse(vals, idx)
+    else:
+        x_hat = torch.zeros_like(pre).scatter(-1, idx, vals) @ sae.W_dec + sae.b_dec
+    return xc, pre, idx, vals, x_hat
+
+
 def _loss(sae: SAE, x: Tensor, cfg: TrainConfig, dead: Tensor, aux_k: int) -> tuple[Tensor, dict[str, Any]]:
     """One batch's loss [] and stats (mse, fvu, l0, aux, fired [d_sae] bool, x_hat)."""
     if isinstance(sae, TopKSAE):
-        xc, pre, idx, vals = _topk_encode(sae, x, cfg.k)
-        if cfg.topk_decode == "sparse":
-            x_hat = sae.decode_sparse(vals, idx)
-        else:
-            x_hat = torch.zeros_like(pre).scatter(-1, idx, vals) @ sae.W_dec + sae.b_dec
+        xc, pre, idx, vals, x_hat = _topk_reconstruct(sae, x, cfg)
         active = vals > 0
         fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
         fired[idx[active]] = True
@@ -256,11 +262,7 @@ def _loss_ddp(sae: SAE, x: Tensor, full: Tensor, cfg: TrainConfig, dead: Tensor,
     B = full.shape[0]
     denom = (full - full.mean(0)).pow(2).sum().clamp(min=1e-12)  # _fvu's, on the global batch
     if isinstance(sae, TopKSAE):
-        xc, pre, idx, vals = _topk_encode(sae, x, cfg.k)
-        if cfg.topk_decode == "sparse":
-            x_hat = sae.decode_sparse(vals, idx)
-        else:
-            x_hat = torch.zeros_like(pre).scatter(-1, idx, vals) @ sae.W_dec + sae.b_dec
+        xc, pre, idx, vals, x_hat = _topk_reconstruct(sae, x, cfg)
         active = vals > 0
         fired = torch.zeros(sae.cfg.d_sae, dtype=torch.int32)
         fired[idx[active]] = 1
