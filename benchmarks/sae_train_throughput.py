@@ -44,6 +44,16 @@ from steerlang.dictionary.train import TrainConfig, train_sae
 D_IN, D_SAE, K, BATCH, LR = 1024, 16384, 32, 4096, 4e-4
 
 
+
+def _timed(step, warm: int, steps: int) -> float:  # noqa: ANN001
+    """Seconds for steps warm .. warm + steps - 1, after `warm` untimed steps (every contender alike)."""
+    for i in range(warm):
+        step(i)
+    t = time.perf_counter()
+    for i in range(warm, warm + steps):
+        step(i)
+    return time.perf_counter() - t
+
 def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     return float((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
 
@@ -94,12 +104,7 @@ def saelens(x: torch.Tensor, x_eval: torch.Tensor, steps: int, warm: int, window
             aux_steps += float(aux.detach() if torch.is_tensor(aux) else aux) > 0
         last.update(fvu=fvu(xb, out.sae_out.detach()), dead=float(dead.float().mean()))
 
-    for i in range(warm):
-        step(i)
-    t = time.perf_counter()
-    for i in range(warm, warm + steps):
-        step(i)
-    dt = time.perf_counter() - t
+    dt = _timed(step, warm, steps)
     sae.eval()
     with torch.no_grad():
         held = fvu(x_eval, sae(x_eval))
@@ -141,12 +146,7 @@ def sparsify(x: torch.Tensor, x_eval: torch.Tensor, steps: int, warm: int, windo
             aux_steps += float(out.auxk_loss.detach()) > 0
         last.update(fvu=float(out.fvu.detach()), dead=float(dead.float().mean()))
 
-    for i in range(warm):
-        step(i)
-    t = time.perf_counter()
-    for i in range(warm, warm + steps):
-        step(i)
-    dt = time.perf_counter() - t
+    dt = _timed(step, warm, steps)
     with torch.no_grad():
         sae.set_decoder_norm_to_unit_norm()
         held = fvu(x_eval, sae(x_eval).sae_out)
