@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from steerlang.dictionary.sae import SAE
 from steerlang.errors import InputError, SteerError
 from steerlang.runtime.adapters import ModelAdapter
 from steerlang.runtime.masks import IMAGE, OUTPUT, PROMPT, Layout, Positions, close_on_grid, scope_mask
@@ -58,6 +59,149 @@ _STORE_KINDS = {"image": (IMAGE,), "prompt": (PROMPT,), "output": (OUTPUT,)}
 def _masked_max(a: Tensor, mask: Tensor) -> Tensor:
     """[B, T], [B, T] bool -> [B] max over the masked positions (-inf where none)."""
     return a.masked_fill(~mask, float("-inf")).amax(dim=1) if a.shape[1] else torch.full((a.shape[0],), float("-inf"))
+
+
+def _set_codes(g: Any, pos_w: Tensor, value: Tensor | float, norm_cache: dict) -> Tensor | None:
+    """The codes `set` writes into a group's latents so that it reads `value` (per row when `value`
+    is a tensor): value * scale / ||w+||^2 * w+ (w+ the positive weights, float32). None: the group
+    has no positive weight, so it cannot be switched on."""
+    key = (g.latents, g.weights, "norm")
+    norm = norm_cache.get(key)
+    if norm is None:
+        norm = norm_cache[key] = float((pos_w**2).sum())
+    if norm == 0:
+        return None
+    v = value if isinstance(value, Tensor) else torch.tensor(value)
+    v = v.reshape(-1, 1) if v.dim() else v
+    return v * g.scale / norm * pos_w
+
+
+def _add_vectors(e: PlannedEdit, layer: int, m: str, sae: Any) -> list[Tensor]:
+    """The hidden-state vectors an `add` edit adds at one layer and modality, one per group of its
+    target with a non-zero decoder direction: value * weight * scale * d / ||d||, d = w @ W_dec[latents]."""
+    out = []
+    for g, w, _c in e.target.groups(layer, m):
+        weight = w if e.target.combine == "sum" else 1.0
+        d = torch.tensor(g.weights, dtype=sae.W_dec.dtype) @ sae.W_dec.detach()[list(g.latents)]
+        norm = d.norm()
+        if float(norm) == 0:
+            continue
+        out.append((float(e.value) * weight * g.scale / norm) * d)  # type: ignore[arg-type]
+    return out
+
+
+class _Fused:
+    """One layer's edits at a decode step as one affine map on the edited latents.
+
+    At a decode step every position is an output position, so an edit's scope is either every
+    position (`all`, `output`) or none (the image, a region of it, the prompt); when no edit at the
+    layer has a rule, a chain link, a read-dependent target (`replace`, `clamp`) or a trace, the
+    whole program at this layer is, per latent column j, z'_j = a_j z_j + b_j (off: a = 0 or 1;
+    set / on: a = 0, b = the set codes; scale: a, b times k), composed once in program order, plus
+    one constant vector (the `add` edits). A step is then: encode the plan's latents (sparse or
+    dense as the plan says), z' = z * a + b, h + decode_delta(z' - z) on the rows that changed, + the
+    added vector: a few tensor operations, however many edits there are. The values are those of
+    the general path (each edit in turn), except where two `scale`s of one latent compose (one
+    rounding instead of two).
+    """
+
+    def __init__(self, st: Steerer, layer: int, edits: list[PlannedEdit]) -> None:
+        self.layer = layer
+        self.sae = None
+        self.idx = st.plan.latents.get((layer, "text"))
+        self.a: Tensor | None = None
+        self.b: Tensor | None = None
+        self.adds: list[Tensor] = []
+        self._on: dict[tuple, tuple] = {}  # (device, dtype) -> the tensors of a call on that device
+        if self.idx is None:
+            return  # no text latents at this layer: no edit changes a decode step (as the general path)
+        self.sae = st.plan.saes(layer, "text")
+        self.sparse = not (st.plan.dense or self.sae.cfg.architecture == "topk")
+        k = len(self.idx)
+        dtype = self.sae.W_enc.dtype
+        a, b = torch.ones(k, dtype=dtype), torch.zeros(k, dtype=dtype)
+        for e in edits:
+            if e.op == "add":
+                self.adds += _add_vectors(e, layer, "text", self.sae)
+                continue
+            for g, w, _c in e.target.groups(layer, "text"):
+                cols = torch.searchsorted(self.idx, torch.tensor(g.latents, dtype=torch.long))
+                weights = torch.tensor(g.weights, dtype=torch.float32)
+                if e.op == "off":
+                    keep = (weights <= 0).to(dtype)
+                    a[cols], b[cols] = a[cols] * keep, b[cols] * keep
+                elif e.op in ("on", "set"):
+                    v = 1.0 if e.op == "on" else float(e.value)  # type: ignore[arg-type]
+                    codes = _set_codes(g, weights.clamp(min=0), v * (w if e.target.combine == "sum" else 1.0), st.norm_cache)
+                    if codes is not None:
+                        a[cols], b[cols] = 0.0, codes.to(dtype)
+                else:  # scale
+                    k_ = float(e.value)  # type: ignore[arg-type]
+                    a[cols], b[cols] = a[cols] * k_, b[cols] * k_
+        self.a, self.b = a, b
+
+    @staticmethod
+    def build(st: Steerer, layer: int) -> _Fused | None:
+        """The fused map of `layer`'s edits at decode steps, or None when an edit there needs the
+        general path (a rule, a chain link, `replace` / `clamp`, a token range) or the layer is read
+        for a rule or traced."""
+        if st._observe.get(layer) or st._traced_at.get(layer):
+            return None
+        edits = []
+        for e in st._by_layer.get(layer, []):
+            if e.scope.kind in ("image", "image_region", "image_where", "prompt"):
+                continue  # no position of a decode step is in these scopes
+            if (e.scope.kind not in ("all", "output") or e.condition is not None or e.active_of is not None
+                    or e.op not in ("off", "on", "set", "scale", "add")):
+                return None
+            edits.append(e)
+        return _Fused(st, layer, edits)
+
+    def _tensors(self, h: Tensor) -> tuple:
+        key = (h.device, h.dtype)
+        got = self._on.get(key)
+        if got is None:
+            assert self.idx is not None and self.a is not None and self.b is not None
+            add = None
+            for vec in self.adds:  # summed in the hidden state's dtype, in program order, as the general path does
+                add = torch.zeros(h.shape[-1], dtype=h.dtype, device=h.device) if add is None else add
+                add = add + vec.to(h.dtype).to(h.device)
+            sae, idx = self.sae, self.idx.to(h.device)
+            # The encoder columns and decoder rows of the plan's latents, gathered once (the sparse
+            # path of the base SAE class; another class's own encode_latents is called as it is).
+            enc = None
+            if self.sparse and type(sae).encode_latents is SAE.encode_latents:
+                enc = (sae.W_enc.detach()[:, idx], sae.b_enc.detach()[idx])
+            dec = sae.W_dec.detach()[idx] if type(sae).decode_delta is SAE.decode_delta else None
+            got = self._on[key] = (idx, self.a.to(h.device), self.b.to(h.device), add, enc, dec)
+        return got
+
+    def __call__(self, h: Tensor) -> Tensor | None:
+        if self.sae is None:
+            return None
+        idx, a, b, add, enc, dec = self._tensors(h)
+        sae = self.sae
+        x = h.reshape(-1, h.shape[-1]).to(sae.W_enc.dtype)
+        if enc is not None:  # = sae.encode_latents(x, idx), without gathering the columns again
+            z = sae._activation_at(sae.centred(x) @ enc[0] + enc[1], idx)
+        else:
+            z = sae.encode_latents(x, idx) if self.sparse else sae.encode(x)[:, idx]
+        delta = (z * a + b) - z
+        changed = (delta != 0).any(dim=-1)
+        out: Tensor | None = None
+        if bool(changed.any()):
+            def decode(d: Tensor) -> Tensor:  # = sae.decode_delta(d, idx)
+                return (d @ dec if dec is not None else sae.decode_delta(d, idx)).to(h.dtype)
+
+            if bool(changed.all()):
+                out = h + decode(delta).view_as(h)
+            else:
+                flat = h.reshape(-1, h.shape[-1]).clone()
+                flat[changed] = flat[changed] + decode(delta[changed])
+                out = flat.view_as(h)
+        if add is not None:
+            out = (h if out is None else out) + add
+        return out
 
 
 class _Layer:
@@ -229,16 +373,9 @@ class _Layer:
         self._update(m, g, rows, lambda sub: sub * keep.to(sub.dtype))
 
     def _set_activation(self, m: str, g: Any, rows: Tensor, value: Tensor | float) -> None:
-        pos_w = self.weights(g, torch.float32).clamp(min=0)
-        key = (g.latents, g.weights, "norm")
-        norm = self.st.norm_cache.get(key)
-        if norm is None:
-            norm = self.st.norm_cache[key] = float((pos_w**2).sum())
-        if norm == 0:
-            return  # a group of negative weights only cannot be switched on
-        v = value if isinstance(value, Tensor) else torch.tensor(value)
-        v = v.reshape(-1, 1) if v.dim() else v
-        self._update(m, g, rows, lambda sub: (v * g.scale / norm * pos_w).to(sub.dtype).expand_as(sub))
+        codes = _set_codes(g, self.weights(g, torch.float32).clamp(min=0), value, self.st.norm_cache)
+        if codes is not None:  # None: a group of negative weights only cannot be switched on
+            self._update(m, g, rows, lambda sub: codes.to(sub.dtype).expand_as(sub))
 
     def _write(self, full: Tensor, values: Tensor) -> None:
         """Overwrite the hidden state at `full` ([B, T] bool) with `values` ([n, d])."""
@@ -398,13 +535,7 @@ class _Layer:
         if sae is None:
             return
         full = self._full(m, rows)
-        for g, w, _c in e.target.groups(self.layer, m):
-            weight = w if e.target.combine == "sum" else 1.0
-            d = torch.tensor(g.weights, dtype=sae.W_dec.dtype) @ sae.W_dec.detach()[list(g.latents)]
-            norm = d.norm()
-            if float(norm) == 0:
-                continue
-            vec = (float(e.value) * weight * g.scale / norm) * d  # type: ignore[arg-type]
+        for vec in _add_vectors(e, self.layer, m, sae):
             if self.add is None:
                 self.add = torch.zeros_like(self.h)
             self.add[full] += vec.to(self.h.dtype).to(self.h.device)
@@ -438,8 +569,10 @@ class Steerer:
     """Context manager: the plan's hooks on the model while inside `with`; removed on exit."""
 
     def __init__(self, adapter: ModelAdapter, plan: HookPlan, *, trace: bool = True,
-                 on_forward: Callable[[int], None] | None = None) -> None:
+                 on_forward: Callable[[int], None] | None = None, fuse: bool = True) -> None:
         self.adapter, self.plan = adapter, plan
+        self.fuse = fuse  # decode steps through each layer's `_Fused` map where it applies (False: always the general path)
+        self.decoding = False
         self.trace_on = trace and bool(plan.traced)
         self.on_forward = on_forward
         self._handles: list[Any] = []
@@ -518,6 +651,7 @@ class Steerer:
         else:
             self.layout.steps += 1
         self.pos = self.layout.positions(past, ids.shape[1])
+        self.decoding = past >= self.layout.prompt_len  # every position of this call is an output position
         self.fwd_cache, self.out_run = {}, {}
         if self.on_forward is not None:
             self.on_forward(self.layout.steps)
@@ -547,6 +681,14 @@ class Steerer:
     def _edit(self, layer: int, h: Tensor) -> Tensor | None:
         if self.pos is None or self.pos.shape != h.shape[:2]:
             return None  # not a call the base-model hook saw (e.g. a block run on its own)
+        if self.fuse and self.decoding:
+            key = (layer, self.trace_on)  # kept on the plan: a plan run many times builds each map once
+            if key not in self.plan.fused:
+                self.plan.fused[key] = _Fused.build(self, layer)
+            fused = self.plan.fused[key]
+            if fused is not None:
+                with torch.no_grad():
+                    return fused(h)
         with torch.no_grad():
             work = _Layer(self, layer, h)
             for cc in self._observe.get(layer, []):

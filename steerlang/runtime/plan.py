@@ -117,6 +117,7 @@ class HookPlan:
     layers: list[int] = field(default_factory=list)  # layers to hook
     latents: dict[tuple[int, str], Tensor] = field(default_factory=dict)  # (layer, modality) -> sorted global idx
     dense: bool = False
+    fused: dict = field(default_factory=dict, repr=False, compare=False)  # the hooks' per-layer decode-step maps, built on first use
 
     def saes(self, layer: int, modality: str):  # noqa: ANN201 - steerlang.dictionary.sae.SAE
         return self.concept_set.sae(layer, modality)

@@ -1,0 +1,156 @@
+"""Decode steps through one fused map per layer (`hooks._Fused`): the same states as the general path.
+
+At a decode step every position is an output position, so a layer whose edits are off / on / set /
+scale / add without a rule is one affine map on the latents plus one added vector. These tests run
+every such program twice, fused and through the general path (`Steerer(fuse=False)`), and compare
+the state entering each edited block at every decode step, bit for bit; they check by hand what a
+fused step writes; and that programs the map cannot express take the general path.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from runtime_support import encode, gen_ids
+
+from steerlang.runtime.hooks import Steerer, _Fused
+from steerlang.runtime.session import load_image
+
+HEAD = 'let cat = concept "cat"\nlet dog = concept "dog"\nlet word = concept "word"\nlet pet = 0.5*cat + 2*dog\n'
+
+
+@pytest.fixture(scope="module")
+def enc(bundle, images):  # noqa: ANN001, ANN201
+    return encode(bundle, [load_image(p) for p in images])
+
+
+def decode_states(session, prog: str, enc: dict, layers: list[int], *, fuse: bool, dense: bool = False,  # noqa: ANN001
+                  n: int = 6) -> tuple[torch.Tensor, dict[int, list[torch.Tensor]]]:
+    """(generated ids, {layer: the state entering it at each decode step, after the steering hook})."""
+    seen: dict[int, list[torch.Tensor]] = {la: [] for la in layers}
+    plan = session.plan(session.compile(HEAD + prog), trace=False, dense=dense)
+    st = Steerer(session.adapter, plan, trace=False, fuse=fuse)
+    handles = []
+    with st:
+        for la in layers:  # registered after the steering hooks: they see the edited state
+            module, is_pre = session.adapter.hook_point(la)
+            if is_pre:
+                def capture(_m, args, kwargs, la=la):  # noqa: ANN001, ANN202
+                    if st.decoding:
+                        seen[la].append((args[0] if args else kwargs["hidden_states"]).clone())
+                handles.append(module.register_forward_pre_hook(capture, with_kwargs=True))
+            else:  # the last layer: the last block's output
+                def capture_out(_m, _args, output, la=la):  # noqa: ANN001, ANN202
+                    if st.decoding:
+                        seen[la].append((output[0] if isinstance(output, tuple) else output).clone())
+                handles.append(module.register_forward_hook(capture_out))
+        try:
+            ids = gen_ids(session.bundle, enc, n=n)
+        finally:
+            for h in handles:
+                h.remove()
+    return ids, seen
+
+
+FUSABLE = [
+    "steer all { set dog = 2 }",
+    "steer output { off cat\nscale word by 3\nadd dog * 2 }",
+    "steer all { set dog = 2\nscale dog by 0.5\noff cat\non word }",
+    "steer output { set pet = 1.5 }",
+    "steer output { add pet * 3\nadd word * -2 }",
+    "steer image { off cat }\nsteer prompt { set dog = 9 }\nsteer output { scale dog by 4 }",
+    "steer all at layer 1 { off dog }\nsteer output at layer 0 { set cat = 3 }",
+]
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("prog", FUSABLE)
+def test_fused_decode_steps_equal_the_general_path(session, enc, prog: str, dense: bool) -> None:  # noqa: ANN001
+    ids_f, fused = decode_states(session, prog, enc, [0, 1, 2], fuse=True, dense=dense)
+    ids_g, general = decode_states(session, prog, enc, [0, 1, 2], fuse=False, dense=dense)
+    assert torch.equal(ids_f, ids_g)
+    for layer in (0, 1, 2):
+        assert len(fused[layer]) == len(general[layer]) == 5  # 6 tokens: a prefill and 5 decode steps
+        for a, b in zip(fused[layer], general[layer], strict=True):
+            assert torch.equal(a, b), (prog, layer)
+    plan = session.plan(session.compile(HEAD + prog), trace=False, dense=dense)
+    with Steerer(session.adapter, plan, trace=False), torch.no_grad():
+        session.model.generate(**enc, max_new_tokens=3, do_sample=False, pad_token_id=0)
+    assert all(f is not None for f in plan.fused.values()) and plan.fused  # the fused maps ran
+
+
+def test_a_fused_step_differs_from_no_steering(session, enc) -> None:  # noqa: ANN001
+    _ids, steered = decode_states(session, "steer output { set dog = 2 }", enc, [1], fuse=True)
+    _ids, plain = decode_states(session, "trace cat", enc, [1], fuse=True)
+    assert not torch.equal(steered[1][0], plain[1][0])
+
+
+def test_a_fused_set_writes_the_hand_computed_codes(exact_session, bundle, enc) -> None:  # noqa: ANN001
+    """Identity-like SAEs (runtime_support): latent 30 reads h_30 + 2, `set word = 1.5` makes it
+    read 1.5, so h_30 becomes -0.5 at every decode step and nothing else moves; `add cat * 2` adds
+    2 * 0.25 * d/|d| with d = e_3 + 0.5 e_5 (cat's decoder rows with its weights)."""
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    prog = 'let word = concept "word"\nlet cat = concept "cat"\nsteer output at layer 1 { set word = 1.5\nadd cat * 2 }'
+    st = exact_session.steer(prog, trace=False)
+    before: list[torch.Tensor] = []
+
+    def early(_m, args, kwargs):  # noqa: ANN001, ANN202
+        before.append((args[0] if args else kwargs["hidden_states"]).clone())
+
+    def late(_m, args, kwargs):  # noqa: ANN001, ANN202
+        if st.decoding:
+            seen.append((before[-1], (args[0] if args else kwargs["hidden_states"]).clone()))
+
+    block = exact_session.adapter.decoder_layers()[1]
+    h1 = block.register_forward_pre_hook(early, with_kwargs=True, prepend=True)
+    try:
+        with st:
+            h2 = block.register_forward_pre_hook(late, with_kwargs=True)
+            try:
+                gen_ids(bundle, enc, n=4)
+            finally:
+                h2.remove()
+    finally:
+        h1.remove()
+    assert len(seen) == 3 and st.plan.fused[(1, False)] is not None
+    d = torch.zeros(32)
+    d[3], d[5] = 1.0, 0.5
+    add = 2 * 0.25 * d / d.norm()
+    for h, h2_ in seen:
+        want = h.clone()
+        want[..., 30] = -0.5
+        want = want + add
+        assert torch.allclose(h2_, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("prog", [
+    "when word > 0.1 in output { steer output { scale dog by 3 } }",
+    "steer output { replace cat with dog }",
+    "steer output { clamp dog to [0, 0.1] }",
+    "steer output tokens 2..4 { set dog = 3 }",
+])
+def test_programs_the_map_cannot_express_take_the_general_path(session, enc, prog: str) -> None:  # noqa: ANN001
+    plan = session.plan(session.compile(HEAD + prog), trace=False)
+    with Steerer(session.adapter, plan, trace=False), torch.no_grad():
+        session.model.generate(**enc, max_new_tokens=3, do_sample=False, pad_token_id=0)
+    assert plan.fused and all(f is None for f in plan.fused.values())
+
+
+def test_a_traced_layer_takes_the_general_path(session, enc) -> None:  # noqa: ANN001
+    plan = session.plan(session.compile(HEAD + "steer output at layer 1 { set dog = 2 }\ntrace cat"), trace=True)
+    with Steerer(session.adapter, plan, trace=True) as st, torch.no_grad():
+        session.model.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert plan.fused[(1, True)] is None
+    assert st.trace is not None and st.trace.acts["cat"][1].shape[1] == enc["input_ids"].shape[1] + 3
+
+
+def test_the_map_is_built_once_per_plan(session, enc) -> None:  # noqa: ANN001
+    plan = session.plan(session.compile(HEAD + "steer output { set dog = 2 }"), trace=False)
+    for _ in range(2):
+        with Steerer(session.adapter, plan, trace=False), torch.no_grad():
+            session.model.generate(**enc, max_new_tokens=3, do_sample=False, pad_token_id=0)
+        built = dict(plan.fused)
+    assert all(isinstance(f, _Fused) for f in built.values())
+    with Steerer(session.adapter, plan, trace=False), torch.no_grad():
+        session.model.generate(**enc, max_new_tokens=3, do_sample=False, pad_token_id=0)
+    assert all(plan.fused[k] is built[k] for k in built)
