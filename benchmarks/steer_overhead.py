@@ -92,7 +92,7 @@ def build_concepts(root: Path, hidden: int, d_sae: int, layers: list[int], arch:
     save_dictionary(sae, root / "sae")
     saes = [{"layer": layer, "modality": m, "path": "sae"} for layer in layers for m in ("image", "text")]
     (root / "saes.json").write_text(json.dumps({"model": "bench", "layers": layers, "saes": saes}))
-    concepts = [Concept("joint", i, f"c{i}", (), tuple(LatentGroup(layer, m, (7 + 37 * i,), (1.0,))  # type: ignore[arg-type]
+    concepts = [Concept("joint", i, f"c{i}", (), tuple(LatentGroup(layer, m, ((7 + 37 * i) % d_sae,), (1.0,))  # type: ignore[arg-type]
                                                     for layer in layers for m in ("image", "text")))
                 for i in range(n_concepts)]
     save_concept_set(root, name="bench", model="bench", layers=layers, concepts=concepts)
@@ -204,6 +204,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--many", type=int, default=16, help="concepts in the 'many' setting (over --layer and --layer + 1)")
+    ap.add_argument("--sweep", default="", help="more concept counts edited over --layer and --layer + 1, sparse path "
+                    "only, as modes many<N>.sparse (e.g. 1,4,64: how cost grows with the number of edits)")
+    ap.add_argument("--general", action="store_true",
+                    help="also time one.sparse and many.sparse with every decode step on the general path (Steerer(fuse=False)), as *.general")
     ap.add_argument("--no-nnsight", action="store_true", help="skip the nnsight row")
     ap.add_argument("--quick", action="store_true", help="hidden 256, 4 layers, 4,096 latents, 3 repeats")
     ap.add_argument("--toy", action="store_true", help="the shipped toy-world model instead of a random one")
@@ -235,27 +239,33 @@ def main() -> None:
     adapter = adapter_for(model)
     with tempfile.TemporaryDirectory() as tmp:
         settings = {"one": (1, [a.layer]), "many": (a.many, [a.layer, a.layer + 1])}
+        sweep = [int(x) for x in a.sweep.split(",") if x.strip()]
+        settings.update({f"many{n}": (n, [a.layer, a.layer + 1]) for n in sweep})
         plans, saes = {}, {}
         for name, (n, layers) in settings.items():
             cs, saes[name] = build_concepts(Path(tmp) / name, a.hidden, a.d_sae, layers, a.arch, n)
             prog = compile_program(program_text(n, layers), cs)
-            for mode in ("sparse", "dense"):
+            for mode in ("sparse",) if name.startswith("many") and name != "many" else ("sparse", "dense"):
                 plans[f"{name}.{mode}"] = compile_plan(prog, cs, n_layers=adapter.n_layers, hidden_size=adapter.hidden_size,
                                                        dense=mode == "dense", trace=False)
         runners = {"unsteered": lambda: model.generate(**inputs, max_new_tokens=a.tokens, do_sample=False, pad_token_id=0)}
+        fuse = {key: True for key in plans}
+        if a.general:
+            for name in ("one", "many"):
+                plans[f"{name}.general"], fuse[f"{name}.general"] = plans[f"{name}.sparse"], False
         for key, plan in plans.items():
-            def steered(plan=plan):  # noqa: ANN001, ANN202
-                with Steerer(adapter, plan, trace=False):
+            def steered(plan=plan, fuse=fuse[key]):  # noqa: ANN001, ANN202
+                with Steerer(adapter, plan, trace=False, fuse=fuse):
                     return model.generate(**inputs, max_new_tokens=a.tokens, do_sample=False, pad_token_id=0)
             runners[key] = steered
         nnsight_version = None if a.no_nnsight else ensure_nnsight()
         if nnsight_version is not None:
             runners["nnsight.one"] = nnsight_runner(model, inputs, saes["one"], 7, a.layer, 4.0, a.tokens)
-        edit_layers = {"one": [a.layer], "many": [a.layer, a.layer + 1], "nnsight": [a.layer], "unsteered": [a.layer]}
         checks = {}
         for k, fn in runners.items():
             one = (saes["one"], 7, 4.0) if k.startswith(("one.", "nnsight.")) else None
-            checks[k] = check_edits(model, adapter, fn, edit_layers[k.split(".")[0]], one)
+            layers = [a.layer, a.layer + 1] if k.startswith("many") else [a.layer]
+            checks[k] = check_edits(model, adapter, fn, layers, one)
         expected = a.tokens - 1  # the prefill makes the first token, each decode step one more
         verified = all(c["decode_steps_per_layer"] == expected and (c["decode_steps_edited"] == (0 if k == "unsteered" else expected))
                        and c.get("max_relative_error_vs_expected_edit", 0.0) < 1e-3 for k, c in checks.items())
@@ -287,6 +297,8 @@ def main() -> None:
         "ratio_cpu": {k: round(statistics.median(cpu[k]) / statistics.median(cpu["unsteered"]), 3) for k in cpu if k != "unsteered"},
         "median_cpu_s": {k: round(statistics.median(v), 4) for k, v in cpu.items()},
         "sparse_equals_dense_tokens": bool(torch.equal(outs["one.sparse"], outs["one.dense"])),  # type: ignore[arg-type]
+        "fused_equals_general_tokens": (all(torch.equal(outs[f"{n}.sparse"], outs[f"{n}.general"]) for n in ("one", "many"))  # type: ignore[arg-type]
+                                        if a.general else None),
         "nnsight": nnsight_version,
         "nnsight_equals_sparse_tokens": (bool(torch.equal(outs["nnsight.one"], outs["one.sparse"]))  # type: ignore[arg-type]
                                          if "nnsight.one" in outs else None),

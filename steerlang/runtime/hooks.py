@@ -113,8 +113,8 @@ class _Fused:
         self.b: Tensor | None = None
         self.adds: list[Tensor] = []
         self._on: dict[tuple, tuple] = {}  # (device, dtype) -> the tensors of a call on that device
-        if self.idx is None:
-            return  # no text latents at this layer: no edit changes a decode step (as the general path)
+        if self.idx is None or not edits:
+            return  # nothing in scope at a decode step, or no text latents here: the step is left as it is
         self.sae = st.plan.saes(layer, "text")
         self.sparse = not (st.plan.dense or self.sae.cfg.architecture == "topk")
         k = len(self.idx)
@@ -139,6 +139,8 @@ class _Fused:
                     k_ = float(e.value)  # type: ignore[arg-type]
                     a[cols], b[cols] = a[cols] * k_, b[cols] * k_
         self.a, self.b = a, b
+        if not self.adds and bool((a == 1).all()) and not bool(b.any()):
+            self.sae = None  # the edits cancel out (e.g. `scale by 1`): z' = z, nothing to compute
 
     @staticmethod
     def build(st: Steerer, layer: int) -> _Fused | None:

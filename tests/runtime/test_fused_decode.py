@@ -154,3 +154,20 @@ def test_the_map_is_built_once_per_plan(session, enc) -> None:  # noqa: ANN001
     with Steerer(session.adapter, plan, trace=False), torch.no_grad():
         session.model.generate(**enc, max_new_tokens=3, do_sample=False, pad_token_id=0)
     assert all(plan.fused[k] is built[k] for k in built)
+
+
+@pytest.mark.parametrize("prog", ["steer image where cat > 0.15 { off cat }", "steer prompt { set dog = 5 }",
+                                  "steer all { scale dog by 1 }"])
+def test_nothing_in_scope_at_a_decode_step_leaves_it_untouched(session, enc, prog: str) -> None:  # noqa: ANN001
+    """Image, prompt and identity edits compute nothing at decode steps; the steps' states equal
+    those of the general path (which changes nothing there either)."""
+    ids_f, fused = decode_states(session, prog, enc, [0, 1], fuse=True)
+    ids_g, general = decode_states(session, prog, enc, [0, 1], fuse=False)
+    assert torch.equal(ids_f, ids_g)
+    for layer in (0, 1):
+        for a, b in zip(fused[layer], general[layer], strict=True):
+            assert torch.equal(a, b)
+    plan = session.plan(session.compile(HEAD + prog), trace=False)
+    with Steerer(session.adapter, plan, trace=False), torch.no_grad():
+        session.model.generate(**enc, max_new_tokens=3, do_sample=False, pad_token_id=0)
+    assert plan.fused and all(f is not None and f.sae is None for f in plan.fused.values())
