@@ -99,10 +99,11 @@ class _Fused:
     whole program at this layer is, per latent column j, z'_j = a_j z_j + b_j (off: a = 0 or 1;
     set / on: a = 0, b = the set codes; scale: a, b times k), composed once in program order, plus
     one constant vector (the `add` edits). A step is then: encode the plan's latents (sparse or
-    dense as the plan says), z' = z * a + b, h + decode_delta(z' - z) on the rows that changed, + the
-    added vector: a few tensor operations, however many edits there are. The values are those of
-    the general path (each edit in turn), except where two `scale`s of one latent compose (one
-    rounding instead of two).
+    dense as the plan says), z' = z * a + b, h + decode_delta(z' - z), + the added vector: a few
+    tensor operations and no data-dependent branch, however many edits there are. The values are
+    those of the general path (each edit in turn) up to float rounding: two `scale`s of one latent
+    compose into one factor, and the decode runs over every row of the step, not only the changed
+    ones (a matrix product may round differently with another number of rows).
     """
 
     def __init__(self, st: Steerer, layer: int, edits: list[PlannedEdit]) -> None:
@@ -112,6 +113,7 @@ class _Fused:
         self.a: Tensor | None = None
         self.b: Tensor | None = None
         self.adds: list[Tensor] = []
+        self.only_add = False
         self._on: dict[tuple, tuple] = {}  # (device, dtype) -> the tensors of a call on that device
         if self.idx is None or not edits:
             return  # nothing in scope at a decode step, or no text latents here: the step is left as it is
@@ -139,8 +141,10 @@ class _Fused:
                     k_ = float(e.value)  # type: ignore[arg-type]
                     a[cols], b[cols] = a[cols] * k_, b[cols] * k_
         self.a, self.b = a, b
-        if not self.adds and bool((a == 1).all()) and not bool(b.any()):
-            self.sae = None  # the edits cancel out (e.g. `scale by 1`): z' = z, nothing to compute
+        if bool((a == 1).all()) and not bool(b.any()):
+            if not self.adds:
+                self.sae = None  # the edits cancel out (e.g. `scale by 1`): z' = z, nothing to compute
+            self.only_add = True  # the latents stay: h + the added vector
 
     @staticmethod
     def build(st: Steerer, layer: int) -> _Fused | None:
@@ -182,28 +186,21 @@ class _Fused:
         if self.sae is None:
             return None
         idx, a, b, add, enc, dec = self._tensors(h)
+        if self.only_add:
+            return h + add
         sae = self.sae
         x = h.reshape(-1, h.shape[-1]).to(sae.W_enc.dtype)
         if enc is not None:  # = sae.encode_latents(x, idx), without gathering the columns again
             z = sae._activation_at(sae.centred(x) @ enc[0] + enc[1], idx)
         else:
             z = sae.encode_latents(x, idx) if self.sparse else sae.encode(x)[:, idx]
-        delta = (z * a + b) - z
-        changed = (delta != 0).any(dim=-1)
-        out: Tensor | None = None
-        if bool(changed.any()):
-            def decode(d: Tensor) -> Tensor:  # = sae.decode_delta(d, idx)
-                return (d @ dec if dec is not None else sae.decode_delta(d, idx)).to(h.dtype)
-
-            if bool(changed.all()):
-                out = h + decode(delta).view_as(h)
-            else:
-                flat = h.reshape(-1, h.shape[-1]).clone()
-                flat[changed] = flat[changed] + decode(delta[changed])
-                out = flat.view_as(h)
-        if add is not None:
-            out = (h if out is None else out) + add
-        return out
+        # z * a + b in one operation: it rounds as z * a, then + b would, since no column has both
+        # a scale (a not 0 or 1) and a set code (b != 0): a set zeroes a, and later scales keep it 0.
+        delta = torch.addcmul(b, z, a) - z
+        # Every row is decoded: a row whose latents did not change gets h + 0 = h, the same values
+        # the general path keeps by not touching it, without a data-dependent branch per step.
+        out = h + (delta @ dec if dec is not None else sae.decode_delta(delta, idx)).to(h.dtype).view_as(h)
+        return out if add is None else out + add
 
 
 class _Layer:
