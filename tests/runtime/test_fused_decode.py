@@ -171,3 +171,73 @@ def test_nothing_in_scope_at_a_decode_step_leaves_it_untouched(session, enc, pro
     with Steerer(session.adapter, plan, trace=False), torch.no_grad():
         session.model.generate(**enc, max_new_tokens=3, do_sample=False, pad_token_id=0)
     assert plan.fused and all(f is not None and f.sae is None for f in plan.fused.values())
+
+
+def test_the_sparse_path_never_runs_the_full_encode(session, enc, monkeypatch) -> None:  # noqa: ANN001
+    """A ReLU dictionary's decode steps encode only the plan's latents; `--dense` the whole SAE."""
+    from steerlang.dictionary.sae import SAE
+
+    calls: list[int] = []
+    real = SAE.encode
+
+    def counting(self, x):  # noqa: ANN001, ANN202
+        calls.append(x.shape[0])
+        return real(self, x)
+
+    monkeypatch.setattr(SAE, "encode", counting)
+    prog = "steer output at layer 0 { set dog = 2 }"  # layer 0: ReLU text SAE
+    decode_states(session, prog, enc, [0], fuse=True)
+    assert calls == []
+    decode_states(session, prog, enc, [0], fuse=True, dense=True)
+    assert len(calls) == 5  # each decode step one full encode (the prefill has no output position to edit)
+
+
+def test_a_union_adds_and_sets_each_member_at_full_weight(exact_session, bundle, enc) -> None:  # noqa: ANN001
+    """`add (cat | dog) * 2` adds 2 * scale * d/|d| for each member (weight 1 in a union, not the
+    sum's term weight); `set (cat | dog) = 1` writes each member's set codes for 1. Identity-like
+    SAEs: cat d = e_3 + 0.5 e_5 (scale 0.25), dog d = e_10 - 0.5 e_11 (scale 0.7); dog's set codes
+    for 1: 0.7 / 1 * (1, 0) on latents (10, 11), so h_10 = 0.7 - 2 (bias 2), h_11 unchanged."""
+    head = 'let cat = concept "cat"\nlet dog = concept "dog"\n'
+    seen = _decode_pairs(exact_session, bundle, enc, head + "steer output at layer 1 { add (cat | dog) * 2 }", layer=1)
+    cat, dog = torch.zeros(32), torch.zeros(32)
+    cat[3], cat[5] = 1.0, 0.5
+    dog[10], dog[11] = 1.0, -0.5
+    want_add = 2 * 0.25 * cat / cat.norm() + 2 * 0.7 * dog / dog.norm()
+    for h, h2 in seen:
+        assert torch.allclose(h2, h + want_add, atol=1e-6)
+    seen = _decode_pairs(exact_session, bundle, enc, head + "steer output at layer 1 { set (cat | dog) = 1 }", layer=1)
+    for h, h2 in seen:
+        assert torch.allclose(h2[..., 10], torch.full_like(h2[..., 10], 0.7 - 2.0), atol=1e-6)
+        assert torch.allclose(h2[..., 11], torch.full_like(h2[..., 11], -2.0), atol=1e-6)
+        # cat: codes 1 * 0.25 / 1.25 * (1, 0.5) on latents (3, 5), both with bias 2
+        assert torch.allclose(h2[..., 3], torch.full_like(h2[..., 3], 0.2 - 2.0), atol=1e-6)
+        assert torch.allclose(h2[..., 5], torch.full_like(h2[..., 5], 0.1 - 2.0), atol=1e-6)
+
+
+def _decode_pairs(sess, bundle, enc: dict, prog: str, layer: int) -> list[tuple[torch.Tensor, torch.Tensor]]:  # noqa: ANN001
+    """(state entering `layer` before the steering hook, after it) at each decode step of a
+    4-token generation, on the fused path (checked)."""
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    before: list[torch.Tensor] = []
+    st = sess.steer(prog, trace=False)
+
+    def early(_m, args, kwargs):  # noqa: ANN001, ANN202
+        before.append((args[0] if args else kwargs["hidden_states"]).clone())
+
+    def late(_m, args, kwargs):  # noqa: ANN001, ANN202
+        if st.decoding:
+            seen.append((before[-1], (args[0] if args else kwargs["hidden_states"]).clone()))
+
+    block = sess.adapter.decoder_layers()[layer]
+    h1 = block.register_forward_pre_hook(early, with_kwargs=True, prepend=True)
+    try:
+        with st:
+            h2 = block.register_forward_pre_hook(late, with_kwargs=True)
+            try:
+                gen_ids(bundle, enc, n=4)
+            finally:
+                h2.remove()
+    finally:
+        h1.remove()
+    assert len(seen) == 3 and st.plan.fused[(layer, False)] is not None
+    return seen
