@@ -9,6 +9,8 @@ fused step writes; and that programs the map cannot express take the general pat
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from runtime_support import encode, gen_ids
@@ -157,7 +159,7 @@ def test_the_map_is_built_once_per_plan(session, enc) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("prog", ["steer image where cat > 0.15 { off cat }", "steer prompt { set dog = 5 }",
-                                  "steer all { scale dog by 1 }"])
+                                  "steer all { scale dog by 1 }", "steer image region [0:0.5, 0.25:1] { off cat }"])
 def test_nothing_in_scope_at_a_decode_step_leaves_it_untouched(session, enc, prog: str) -> None:  # noqa: ANN001
     """Image, prompt and identity edits compute nothing at decode steps; the steps' states equal
     those of the general path (which changes nothing there either)."""
@@ -241,3 +243,69 @@ def _decode_pairs(sess, bundle, enc: dict, prog: str, layer: int) -> list[tuple[
         h1.remove()
     assert len(seen) == 3 and st.plan.fused[(layer, False)] is not None
     return seen
+
+
+def test_a_decode_step_of_several_tokens(session, enc) -> None:  # noqa: ANN001
+    """A decode call with two new tokens (as assisted decoding makes) is fused too: the same states
+    as the general path at both positions."""
+    prog = "steer output { add dog * 2\nset cat = 1 }"
+    outs = {}
+    for fuse in (True, False):
+        plan = session.plan(session.compile(HEAD + prog), trace=False)
+        seen: list[torch.Tensor] = []
+        with Steerer(session.adapter, plan, trace=False, fuse=fuse) as st, torch.no_grad():
+            def capture(_m, args, kwargs):  # noqa: ANN001, ANN202
+                if st.decoding:
+                    seen.append((args[0] if args else kwargs["hidden_states"]).clone())
+            h = session.adapter.decoder_layers()[1].register_forward_pre_hook(capture, with_kwargs=True)
+            try:
+                first = session.model(**enc, use_cache=True)
+                new = torch.tensor([[5, 6]] * enc["input_ids"].shape[0])
+                mask = torch.cat([enc["attention_mask"], torch.ones_like(new)], dim=1)
+                # transformers 5.24 calls the cache keyword `cache` (before: `past_key_values`)
+                key = "cache" if "cache" in inspect.signature(type(session.model).forward).parameters else "past_key_values"
+                session.model(input_ids=new, attention_mask=mask, use_cache=True, **{key: first.past_key_values})
+            finally:
+                h.remove()
+        assert len(seen) == 1 and seen[0].shape[1] == 2
+        outs[fuse] = seen[0]
+        if fuse:
+            assert plan.fused[(1, False)] is not None
+    assert torch.equal(outs[True], outs[False])
+
+
+class _Subclassed:
+    """Gives one SAE of a concept set a subclass that overrides `encode_latents` and `decode_delta`
+    (as a user's own SAE class may), counting the calls; the fused map must call them."""
+
+    def __init__(self, sae) -> None:  # noqa: ANN001
+        self.sae, self.calls = sae, {"encode_latents": 0, "decode_delta": 0}
+        base, calls = type(sae), self.calls
+
+        class Counting(base):  # type: ignore[misc, valid-type]
+            def encode_latents(self, x, idx):  # noqa: ANN001, ANN202
+                calls["encode_latents"] += 1
+                return base.encode_latents(self, x, idx)
+
+            def decode_delta(self, delta_z, idx):  # noqa: ANN001, ANN202
+                calls["decode_delta"] += 1
+                return base.decode_delta(self, delta_z, idx)
+
+        self.cls, self.base = Counting, base
+
+    def __enter__(self) -> dict:
+        self.sae.__class__ = self.cls
+        return self.calls
+
+    def __exit__(self, *_exc: object) -> None:
+        self.sae.__class__ = self.base
+
+
+def test_an_sae_class_with_its_own_encode_and_decode_is_called(session, enc) -> None:  # noqa: ANN001
+    prog = "steer output at layer 0 { set dog = 2\nscale cat by 3 }"
+    _ids, general = decode_states(session, prog, enc, [0], fuse=False)
+    with _Subclassed(session.concepts.sae(0, "text")) as calls:
+        _ids, fused = decode_states(session, prog, enc, [0], fuse=True)
+    assert calls["encode_latents"] == 5 and calls["decode_delta"] == 5  # one of each per decode step
+    for a, b in zip(fused[0], general[0], strict=True):
+        assert torch.equal(a, b)
