@@ -13,7 +13,8 @@ to measure, never by the audit):
 
 Also: samples/s of the audit (forward pass, concept reads and SAE-V, batch 32, on the CPU).
 
-    python benchmarks/audit_toy.py --out runs/audit-bench [--saev runs/saev-L2] [--kind fish]
+    python benchmarks/audit_toy.py --out runs/audit-bench --seed-base 9700 [--saev runs/saev-L2] [--kind fish]
+    python benchmarks/audit_toy.py --out runs/audit-bench7000             # the streams of the first reports, 7001-7005
 """
 
 from __future__ import annotations
@@ -79,7 +80,16 @@ def main() -> None:
     ap.add_argument("--saev", default="auto", help="SAE-V dictionary for the mismatch corpus (a shared SAE folder, pairs, auto).")
     ap.add_argument("--kind", default="fish", help="The kind the gap corpus never shows.")
     ap.add_argument("--count", type=int, default=500)
+    ap.add_argument("--seed-base", type=int, default=7000,
+                    help="streams: mismatch base+1, gap base+3, bias base+4 and base+5 (7000: the streams of the "
+                         "first reports; 9700: streams first used on 2026-12-02 16:00, after every audit setting was fixed)")
+    ap.add_argument("--dev", action="store_true", help="allow development streams")
     args = ap.parse_args()
+    sb = args.seed_base
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from streams import require_evaluation
+
+    streams = require_evaluation([sb + 1, sb + 3, sb + 4, sb + 5], dev=args.dev, what="audit_toy")
 
     import steerlang
     from steerlang.audit import audit
@@ -88,10 +98,10 @@ def main() -> None:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     bundle, concepts = steerlang.load_model("toyworld"), load_concept_set("toyworld")
-    result: dict = {}
+    result: dict = {"streams": streams}
 
     # 1. planted mismatches
-    mis = export(out / "mismatch7001", seed=7001, count=args.count, mismatch_rate=0.15)
+    mis = export(out / f"mismatch{sb + 1}", seed=sb + 1, count=args.count, mismatch_rate=0.15)
     t0 = time.perf_counter()
     rep = audit(mis, bundle, concepts, saev=args.saev)
     wall = time.perf_counter() - t0
@@ -120,7 +130,7 @@ def main() -> None:
     print(json.dumps(row, indent=1), flush=True)
 
     # 2. a kind never shown
-    gap = export(out / f"gap7003-without-{args.kind}", seed=7003, count=300, without_kinds=[args.kind])
+    gap = export(out / f"gap{sb + 3}-without-{args.kind}", seed=sb + 3, count=300, without_kinds=[args.kind])
     rep = audit(gap, bundle, concepts, saev="none")
     result["gap"] = {"corpus": str(gap), "kind": args.kind, "gaps": rep.gaps,
                      "found": any(g["concept"] == args.kind and g["gap"] == "absent" for g in rep.gaps),
@@ -128,8 +138,8 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result["gap"].items() if k != "gaps"}, indent=1), flush=True)
 
     # 3. a planted co-occurrence bias
-    a = export(out / "bias7004-with-cat-tree", seed=7004, count=150, with_kinds=["cat", "tree"])
-    b = export(out / "bias7005-without-cat-tree", seed=7005, count=350, without_kinds=["cat", "tree"])
+    a = export(out / f"bias{sb + 4}-with-cat-tree", seed=sb + 4, count=150, with_kinds=["cat", "tree"])
+    b = export(out / f"bias{sb + 5}-without-cat-tree", seed=sb + 5, count=350, without_kinds=["cat", "tree"])
     bias = merged(out / "bias-cat-tree", [("a", a), ("b", b)])
     rep = audit(bias, bundle, concepts, saev="none")
     bias_row: dict = {"corpus": str(bias), "n": rep.n}
