@@ -23,6 +23,7 @@ import json
 import math
 import shutil
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -105,6 +106,22 @@ class TrainResult:
     start_step: int = 0
 
 
+def _csr_by_latent(idx: Tensor, values: Tensor, d_sae: int) -> Tensor:
+    """G^T as a CSR matrix [d_sae, B]: row j holds, for every token b that selected latent j
+    (idx[b, i] == j), values[b, i] in column b. A CSR product with MKL's sparse kernels is about
+    2.5x faster on CPU than the same product from a COO tensor (0.11 s against 0.27 s for the
+    encoder gradient of a 4096 x 16384 TopK step at k 32)."""
+    B, m = idx.shape
+    flat = idx.reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    crow = torch.zeros(d_sae + 1, dtype=torch.long, device=idx.device)
+    crow[1:] = torch.bincount(flat, minlength=d_sae).cumsum(0)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta" / "invariant checks disabled"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, torch.div(order, m, rounding_mode="floor"), values.reshape(-1)[order],
+                                       (d_sae, B), check_invariants=False)
+
+
 class _GatherPre(torch.autograd.Function):
     """pre[t, idx[t, i]] with a sparse backward. Forward returns the precomputed values.
 
@@ -125,10 +142,7 @@ class _GatherPre(torch.autograd.Function):
         d_sae = W_enc.shape[1]
         g_bdec = g_W = g_b = None
         if ctx.needs_input_grad[2]:  # W_enc grad = xc^T G with G sparse [B, d_sae]
-            rows = torch.arange(B).repeat_interleave(m)
-            G_t = torch.sparse_coo_tensor(torch.stack([idx.reshape(-1), rows]), g.reshape(-1), (d_sae, B),
-                                          check_invariants=False)
-            g_W = torch.sparse.mm(G_t, xc).T
+            g_W = (_csr_by_latent(idx, g, d_sae) @ xc).T
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[3]:
             g_b = torch.zeros(d_sae, dtype=g.dtype).index_add_(0, idx.reshape(-1), g.reshape(-1))
             if ctx.needs_input_grad[1]:

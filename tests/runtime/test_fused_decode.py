@@ -208,7 +208,7 @@ def test_a_union_adds_and_sets_each_member_at_full_weight(exact_session, bundle,
     for h, h2 in seen:
         assert torch.allclose(h2, h + want_add, atol=1e-6)
     seen = _decode_pairs(exact_session, bundle, enc, head + "steer output at layer 1 { set (cat | dog) = 1 }", layer=1)
-    for h, h2 in seen:
+    for _h, h2 in seen:
         assert torch.allclose(h2[..., 10], torch.full_like(h2[..., 10], 0.7 - 2.0), atol=1e-6)
         assert torch.allclose(h2[..., 11], torch.full_like(h2[..., 11], -2.0), atol=1e-6)
         # cat: codes 1 * 0.25 / 1.25 * (1, 0.5) on latents (3, 5), both with bias 2
@@ -254,7 +254,7 @@ def test_a_decode_step_of_several_tokens(session, enc) -> None:  # noqa: ANN001
         plan = session.plan(session.compile(HEAD + prog), trace=False)
         seen: list[torch.Tensor] = []
         with Steerer(session.adapter, plan, trace=False, fuse=fuse) as st, torch.no_grad():
-            def capture(_m, args, kwargs):  # noqa: ANN001, ANN202
+            def capture(_m, args, kwargs, seen=seen, st=st):  # noqa: ANN001, ANN202
                 if st.decoding:
                     seen.append((args[0] if args else kwargs["hidden_states"]).clone())
             h = session.adapter.decoder_layers()[1].register_forward_pre_hook(capture, with_kwargs=True)
