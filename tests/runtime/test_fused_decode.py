@@ -91,30 +91,8 @@ def test_a_fused_set_writes_the_hand_computed_codes(exact_session, bundle, enc) 
     """Identity-like SAEs (runtime_support): latent 30 reads h_30 + 2, `set word = 1.5` makes it
     read 1.5, so h_30 becomes -0.5 at every decode step and nothing else moves; `add cat * 2` adds
     2 * 0.25 * d/|d| with d = e_3 + 0.5 e_5 (cat's decoder rows with its weights)."""
-    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     prog = 'let word = concept "word"\nlet cat = concept "cat"\nsteer output at layer 1 { set word = 1.5\nadd cat * 2 }'
-    st = exact_session.steer(prog, trace=False)
-    before: list[torch.Tensor] = []
-
-    def early(_m, args, kwargs):  # noqa: ANN001, ANN202
-        before.append((args[0] if args else kwargs["hidden_states"]).clone())
-
-    def late(_m, args, kwargs):  # noqa: ANN001, ANN202
-        if st.decoding:
-            seen.append((before[-1], (args[0] if args else kwargs["hidden_states"]).clone()))
-
-    block = exact_session.adapter.decoder_layers()[1]
-    h1 = block.register_forward_pre_hook(early, with_kwargs=True, prepend=True)
-    try:
-        with st:
-            h2 = block.register_forward_pre_hook(late, with_kwargs=True)
-            try:
-                gen_ids(bundle, enc, n=4)
-            finally:
-                h2.remove()
-    finally:
-        h1.remove()
-    assert len(seen) == 3 and st.plan.fused[(1, False)] is not None
+    seen = _decode_pairs(exact_session, bundle, enc, prog, layer=1)
     d = torch.zeros(32)
     d[3], d[5] = 1.0, 0.5
     add = 2 * 0.25 * d / d.norm()
