@@ -138,7 +138,6 @@ class _GatherPre(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
         xc, W_enc, idx = ctx.saved_tensors
-        B, m = idx.shape
         d_sae = W_enc.shape[1]
         g_bdec = g_W = g_b = None
         if ctx.needs_input_grad[2]:  # W_enc grad = xc^T G with G sparse [B, d_sae]

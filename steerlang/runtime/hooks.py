@@ -107,7 +107,6 @@ class _Fused:
     """
 
     def __init__(self, st: Steerer, layer: int, edits: list[PlannedEdit]) -> None:
-        self.layer = layer
         self.sae = None
         self.idx = st.plan.latents.get((layer, "text"))
         self.a: Tensor | None = None
