@@ -362,6 +362,9 @@ def build_cmd(
     question: str | None = typer.Option(None, "--question", help="With --data: a yes/no question with {word}, e.g. "
                                         "\"Is there a {word} in the image?\", to calibrate layers where image states see the "
                                         "prompt (default: the model's own; the toy model's \"is there a {word} ?\")."),
+    concept_samples: int | None = typer.Option(None, "--concept-samples", help="With --data: fit the concepts on at most "
+                                               "this many samples, evenly spread over the corpus (default 3,000; 0: all). "
+                                               "The fits hold every patch of these samples: this sets their memory."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
 ) -> None:
     """Train every layer's image and text dictionary, then align, name and group them into concepts."""
@@ -372,7 +375,7 @@ def build_cmd(
         summary = build_concept_set(out, model=model, count=count, skip_saes=skip_saes, evaluate=evaluate, force=force,
                                     events=events, data=data, reuse_saes=reuse_saes, caption_column=caption_column,
                                     prompt_column=prompt_column, split=split, prompt=prompt, words=concept or None,
-                                    question=question)
+                                    question=question, concept_samples=concept_samples)
     if as_json:
         out_console.print(json.dumps(summary), markup=False)
         return

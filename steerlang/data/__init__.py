@@ -16,7 +16,7 @@ from typing import Any
 
 from steerlang.data.api import open_dataset
 from steerlang.data.report import REASONS, BadRow, DataReport
-from steerlang.data.sample import Dataset, Region, Sample, SampleStream
+from steerlang.data.sample import Dataset, Region, RowSubset, Sample, SampleStream
 
 _LAZY = {
     "ImageFolderDataset": "steerlang.data.imagefolder",
@@ -42,6 +42,7 @@ __all__ = [
     "Dataset",
     "ImageFolderDataset",
     "Region",
+    "RowSubset",
     "Sample",
     "SampleStream",
     "SavedDataset",

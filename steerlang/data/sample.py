@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,3 +177,31 @@ class Dataset:
                     on_row(report.rows)
                 yield item
         report.complete = True
+
+
+class RowSubset(Dataset):
+    """The rows `rows` of another dataset, in its order, with their row numbers (so a harvest's rows
+    keep naming the same samples). Rows outside the subset are still read by the source (an image
+    folder decodes them) but never reach the stream."""
+
+    def __init__(self, inner: Dataset, rows: Iterable[int]) -> None:
+        super().__init__(inner.location, strict=inner.strict, max_examples=inner.max_examples)
+        self.inner, self.rows = inner, frozenset(int(r) for r in rows)
+        self.kind = inner.kind
+        for name in ("caption_column", "prompt_column", "split"):
+            if hasattr(inner, name):
+                setattr(self, name, getattr(inner, name))
+        # What a harvest fingerprints: the source's own options and which rows are kept.
+        self.options = {"of": getattr(inner, "options", None), "rows": sorted(self.rows)}
+
+    def _items(self, rank: int, world: int) -> Iterator[Sample | BadRow]:
+        for item in self.inner._items(rank, world):
+            if item.row in self.rows:
+                yield item
+
+    def count_rows(self) -> int:
+        return len(self.rows)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.inner.columns

@@ -73,6 +73,18 @@ def harvested(
 
 
 DATA_BATCH = 16  # samples per forward when harvesting a dataset
+# Samples a concept build from captions fits its groups on (evenly spread over a larger corpus): the
+# fits hold every patch of them with each latent's pre-activation, about 8 x samples x patches x
+# d_sae x 4 bytes at peak (5 GB for 2,000 toy-world images at 1,024 latents). 3,000 is what the
+# shipped concept set was built from.
+CONCEPT_SAMPLES = 3000
+
+
+def check_concept_samples(n: int) -> int:
+    """`--concept-samples`: 0 (every sample) or at least 100."""
+    if n != 0 and n < 100:
+        raise InputError(f"--concept-samples: give at least 100 (or 0 for every sample), got {n}")
+    return n
 
 
 def harvested_dataset(
@@ -551,6 +563,7 @@ def build_concepts_from_captions(
     log: Callable[[str], None] = lambda _m: None,
     name: str | None = None,
     events: BuildEvents | None = None,
+    max_samples: int | None = None,
 ) -> dict[str, Any]:
     """Align, name and group the dictionaries in `out/saes.json` into `out/concepts.json` (+ states)
     reading nothing but the dataset's images and captions (`steerlang.dictionary.caption_concepts`):
@@ -558,10 +571,14 @@ def build_concepts_from_captions(
     the captions' content words that name enough samples). `question`: a yes/no question template
     with ``{word}`` (default: the model's own, `model_question`); where image states can see the
     prompt, the same images are harvested again under such questions about caption words and the
-    groups there are fitted under both prompt sets."""
+    groups there are fitted under both prompt sets. `max_samples` (default `CONCEPT_SAMPLES`; None:
+    all): the fits read at most that many samples, evenly spread over the corpus
+    (`caption_concepts.spread_rows`): they hold every patch of what they read, so this, not the
+    corpus, sets their memory."""
     from dataclasses import asdict
 
     from steerlang.data.api import open_dataset
+    from steerlang.data.sample import RowSubset
     from steerlang.dictionary import caption_concepts as cc
     from steerlang.dictionary.build_concepts import assemble_concepts
     from steerlang.dictionary.concepts import save_concept_set
@@ -586,10 +603,15 @@ def build_concepts_from_captions(
     ds = open_dataset(data, caption_column, prompt_column=prompt_column, split=split, arg="--data")
     log(f"reading the captions of {ds.location}")
     text = caption_tokens(bundle, ds, prompt)
+    max_samples = check_concept_samples(CONCEPT_SAMPLES if max_samples is None else max_samples)
     train_rows, held_rows = cc.split_rows(list(text))
     if len(held_rows) < 10 or len(train_rows) < 50:
         raise InputError(f"--data {data}: {len(text)} usable samples; building concepts needs at least 100 "
                          f"(1 in {cc.HELD_EVERY} is held out to score names)")
+    train_rows, held_rows = cc.spread_rows(train_rows, held_rows, max_samples or None)
+    if len(train_rows) + len(held_rows) < len(text):
+        log(f"the concept fits read {len(train_rows) + len(held_rows):,} of the {len(text):,} samples, evenly spread "
+            "(--concept-samples to change)")
     first = (cc.load_corpus_layer(acts, layers[0], train_rows, text, grid),
              cc.load_corpus_layer(acts, layers[0], held_rows, text, grid))
     words = list(words) if words else cc.concept_words(first[0].captions)
@@ -611,10 +633,13 @@ def build_concepts_from_captions(
 
         example = cc.CaptionQuestions(words, question)
         q_layers = layers[1:]
-        digest = hashlib.sha256(f"{example.key}|{q_layers}".encode()).hexdigest()[:12]
+        subset = "" if len(train_rows) + len(held_rows) == len(text) else f"|{train_rows + held_rows}"
+        digest = hashlib.sha256(f"{example.key}|{q_layers}{subset}".encode()).hexdigest()[:12]
         q_root = acts.parent / f"{acts.name}-questions-{digest}"
         log(f"harvesting the same images under yes/no questions ({question!r}) into {q_root}")
-        q_acts = harvest_dataset(bundle, ds, q_layers, q_root, prompt=prompt, example=example)
+        # Only the samples the fits read: the digest names the rows, so another subset is another harvest.
+        q_ds = RowSubset(ds, train_rows + held_rows) if len(train_rows) + len(held_rows) < len(text) else ds
+        q_acts = harvest_dataset(bundle, q_ds, q_layers, q_root, prompt=prompt, example=example)
     reports, layer_groups, states = {}, {}, {}
     for layer in layers:
         train, held = first if layer == layers[0] else (cc.load_corpus_layer(acts, layer, train_rows, text, grid),
@@ -632,7 +657,8 @@ def build_concepts_from_captions(
     concepts = assemble_concepts(layer_groups, words=words)
     save_concept_set(out, name=name or out.name, model=model, layers=layers, concepts=concepts, tensors=states)
     report = {"model": model, "built_from": "captions", "data": str(data), "samples": len(text), "question": question if q_acts else None,
-              "train_samples": len(train_rows), "held_out_samples": len(held_rows), "words": words,
+              "train_samples": len(train_rows), "held_out_samples": len(held_rows), "max_samples": max_samples or None,
+              "words": words,
               "seeds": {w: asdict(p) for w, p in labels.plans.items()}, "layers": reports,
               "n_concepts": {s: sum(c.space == s for c in concepts) for s in ("joint", "image", "text")}}
     write_text(out / "concepts_report.json", json.dumps(report, indent=1) + "\n")
@@ -782,6 +808,7 @@ def build_concept_set(
     prompt: str | None = None,
     words: Sequence[str] | None = None,
     question: str | None = None,
+    concept_samples: int | None = None,
 ) -> dict[str, Any]:
     """`steer dict build`: train every layer's image and text SAE, evaluate them, and align, name and
     group them into a concept set at `out`, never leaving `out` half-written.
@@ -789,7 +816,8 @@ def build_concept_set(
     With `data` (an image-caption dataset: a corpus folder, a save_to_disk folder, or
     ``toyworld:SEED:COUNT``), everything comes from that dataset's images and captions alone: the
     SAEs are trained on its harvest (or, with `reuse_saes`, taken from that concept set or SAE set)
-    and the concepts are built by `build_concepts_from_captions` (`words`, `question` as there).
+    and the concepts are built by `build_concepts_from_captions` (`words`, `question` as there;
+    `concept_samples` is its `max_samples`: default `CONCEPT_SAMPLES`, 0 for every sample).
     Without it, the toy world's supervised build (scenes of stream 2, the renderer's patch truth).
 
     Everything is built in `build_dir(out)` (``.<name>.build`` beside `out`) and swapped in whole at
@@ -812,7 +840,8 @@ def build_concept_set(
         return _build_from_data(out, model=model, data=data, reuse_saes=reuse_saes, layers=layers, modalities=modalities,
                                 settings=settings, skip_saes=skip_saes, evaluate=evaluate, events=events, t0=t0,
                                 caption_column=caption_column, prompt_column=prompt_column, split=split, prompt=prompt,
-                                words=words, question=question)
+                                words=words, question=question, concept_samples=check_concept_samples(
+                                    CONCEPT_SAMPLES if concept_samples is None else concept_samples))
     settings = settings if settings is not None else toyworld_settings(count)
     layers = list(layers) if layers is not None else all_layers(model)
     plan = _plan(layers, modalities, settings)
@@ -861,7 +890,7 @@ def _build_from_data(out: Path, *, model: str, data: str | os.PathLike, reuse_sa
                      layers: Sequence[int] | None, modalities: Sequence[str], settings: dict[str, dict[str, Any]] | None,
                      skip_saes: bool, evaluate: bool, events: BuildEvents, t0: float, caption_column: str,
                      prompt_column: str | None, split: str | None, prompt: str | None, words: Sequence[str] | None,
-                     question: str | None) -> dict[str, Any]:
+                     question: str | None, concept_samples: int = CONCEPT_SAMPLES) -> dict[str, Any]:
     """`build_concept_set` with `data`: SAEs and concepts from an image-caption dataset alone."""
     from steerlang.data.api import open_dataset
     from steerlang.dictionary.harvest import check_harvest
@@ -882,7 +911,8 @@ def _build_from_data(out: Path, *, model: str, data: str | os.PathLike, reuse_sa
     mode = "concepts" if skip_saes else ("reuse" if source is not None else "full")
     record = {"format": "steerlang-build", "version": 1, "mode": mode, "model": model, "model_key": _model_key(model),
               "data": _data_key(ds), "data_options": data_kw, "reuse_saes": str(source) if source else None,
-              "layers": layers, "words": list(words) if words else None, "question": question, "saes": plan}
+              "layers": layers, "words": list(words) if words else None, "question": question,
+              "concept_samples": concept_samples, "saes": plan}
     work = build_dir(out)
     with _build_lock(work, out):
         _start_build(work, json.loads(json.dumps(record)), events, fresh=source is not None or skip_saes)
@@ -902,7 +932,8 @@ def _build_from_data(out: Path, *, model: str, data: str | os.PathLike, reuse_sa
         events.log("building concepts from the captions: seed latents, patch labels, groups, names, alignment")
         report = build_concepts_from_captions(work, model=model, data=data, acts=acts, caption_column=caption_column,
                                               prompt_column=prompt_column, split=split, prompt=prompt, words=words,
-                                              question=question, log=events.log, name=out.name, events=events)
+                                              question=question, log=events.log, name=out.name, events=events,
+                                              max_samples=concept_samples)
         replace_dir(work, out)
         (out / BUILD_RECORD).unlink()
     rows = _eval_rows(out / "eval.json")

@@ -125,11 +125,34 @@ def split_rows(rows: Sequence[int]) -> tuple[list[int], list[int]]:
     return [r for r in rows if r % HELD_EVERY != HELD_EVERY - 1], [r for r in rows if r % HELD_EVERY == HELD_EVERY - 1]
 
 
+def spread_rows(train_rows: Sequence[int], held_rows: Sequence[int], max_samples: int | None) -> tuple[list[int], list[int]]:
+    """At most `max_samples` of the (training, held-out) rows, evenly spread over each list, one in
+    HELD_EVERY held out as before: the concept fits hold every patch of the samples they read (with
+    each latent's pre-activation), so their memory is set by this number, not by the corpus."""
+    train_rows, held_rows = list(train_rows), list(held_rows)
+    if max_samples is None or len(train_rows) + len(held_rows) <= max_samples:
+        return train_rows, held_rows
+    n_held = min(len(held_rows), max(1, round(max_samples / HELD_EVERY)))
+    n_train = min(len(train_rows), max_samples - n_held)
+
+    def pick(rows: list[int], n: int) -> list[int]:
+        return [rows[i * len(rows) // n] for i in range(n)]
+
+    return pick(train_rows, n_train), pick(held_rows, n_held)
+
+
+def _of_rows(rows: Sequence[int]) -> Callable[[dict[str, Tensor]], Tensor]:
+    """The `keep` of `ActivationSource.load` for the harvest rows of these samples."""
+    want = torch.tensor(sorted(rows), dtype=torch.long)
+    return lambda lab: torch.isin(lab["scene"].long(), want)
+
+
 def load_corpus_layer(acts: Any, layer: int, rows: Sequence[int], text: Mapping[int, tuple[str, list[str]]],
                       grid: tuple[int, int]) -> CorpusLayer:
-    """The image and caption rows of `rows` (dataset rows) at `layer` of the harvest `acts`."""
+    """The image and caption rows of `rows` (dataset rows) at `layer` of the harvest `acts`, read
+    shard by shard (memory: these samples' rows and one shard)."""
     rows = list(rows)
-    x, lab = ActivationSource.from_shards(acts, layer, "image").load(with_labels=True)
+    x, lab = ActivationSource.from_shards(acts, layer, "image").load(with_labels=True, keep=_of_rows(rows))
     scene = lab["scene"].long()
     local = torch.full((int(scene.max()) + 1 if len(scene) else 1,), -1, dtype=torch.long)
     ok_rows = [r for r in rows if r < len(local)]
@@ -139,7 +162,7 @@ def load_corpus_layer(acts: Any, layer: int, rows: Sequence[int], text: Mapping[
     x, img_scene, cell = x[keep], local[scene[keep]], lab["cell"].long()[keep]
     order = torch.argsort(img_scene * (grid[0] * grid[1] + 1) + cell)
     x, img_scene, cell = x[order], img_scene[order], cell[order]
-    xt, lt = ActivationSource.from_shards(acts, layer, "caption").load(with_labels=True)
+    xt, lt = ActivationSource.from_shards(acts, layer, "caption").load(with_labels=True, keep=_of_rows(rows))
     ts = lt["scene"].long()
     tkeep = (ts < len(local)) & (local[ts.clamp(max=len(local) - 1)] >= 0)
     xt, ts, pos = xt[tkeep], local[ts[tkeep]], lt["position"].long()[tkeep]
@@ -182,7 +205,7 @@ class CaptionQuestions:
 
 def load_question_images(acts: Any, layer: int, like: CorpusLayer) -> Tensor:
     """[Ni, d] the image rows of a question harvest of the same samples, in `like`'s row order."""
-    x, lab = ActivationSource.from_shards(acts, layer, "image").load(with_labels=True)
+    x, lab = ActivationSource.from_shards(acts, layer, "image").load(with_labels=True, keep=_of_rows(like.rows))
     p = like.patches
     key = lab["scene"].long() * p + lab["cell"].long()
     want = torch.tensor(like.rows)[like.img_scene] * p + like.img_cell

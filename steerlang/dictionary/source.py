@@ -320,14 +320,20 @@ class ActivationSource:
             left -= x.shape[0]
             yield from x.split(batch_size)
 
-    def load(self, *, max_rows: int | None = None, with_labels: bool = False) -> Any:
-        """All rows in order as one tensor [N, d_in] (and the labels dict when ``with_labels``)."""
+    def load(self, *, max_rows: int | None = None, with_labels: bool = False,
+             keep: Callable[[dict[str, Tensor]], Tensor] | None = None) -> Any:
+        """All rows in order as one tensor [N, d_in] (and the labels dict when ``with_labels``).
+        `keep(labels) -> bool [n]` selects rows shard by shard as they are read, so that memory holds
+        the kept rows and one shard, not the whole layer."""
         xs, labs = [], []
         left = self.num_rows if max_rows is None else min(max_rows, self.num_rows)
         for unit in self._units:
             if left <= 0:
                 break
-            x, lab = self._read(unit, labels=with_labels)
+            x, lab = self._read(unit, labels=with_labels or keep is not None)
+            if keep is not None:
+                sel = keep(lab)
+                x, lab = x[sel], {k: v[sel] for k, v in lab.items()} if with_labels else {}
             xs.append(x[:left])
             labs.append({k: v[:left] for k, v in lab.items()})
             left -= xs[-1].shape[0]

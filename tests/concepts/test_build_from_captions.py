@@ -86,6 +86,35 @@ def test_steer_run_removes_the_cat_with_the_caption_built_set(built: Path) -> No
     assert "1 passed, 0 failed" in res.output
 
 
+def test_concept_samples_caps_what_the_fits_read(built: Path) -> None:
+    """`--concept-samples 120` on the 400-sample corpus: the fits read 105 training and 15 held-out
+    samples spread over it, the question harvest holds those 120 samples only, and the set still
+    has its concepts."""
+    from steerlang.dictionary.caption_concepts import split_rows, spread_rows
+    from steerlang.dictionary.source import ActivationSource
+
+    out = built.parent / "set120"
+    res = runner.invoke(app, ["dict", "build", "--model", "toyworld", "--data", str(built.parent / "corpus"), "--reuse-saes",
+                              str(built.parent / "saes01"), "--out", str(out), "--concept", "cat", "--concept", "dog",
+                              "--concept", "tree", "--concept-samples", "120"])
+    assert res.exit_code == 0, res.output
+    assert "the concept fits read 120 of the 400 samples" in res.output
+    report = json.loads((out / "concepts_report.json").read_text())
+    assert (report["samples"], report["train_samples"], report["held_out_samples"], report["max_samples"]) == (400, 105, 15, 120)
+    train, held = spread_rows(*split_rows(range(400)), 120)
+    questions = list((built.parent / "cache").rglob("*-questions-*"))
+    q = [p for p in questions if p.is_dir() and (p / "manifest.json").is_file()]
+    scenes = {tuple(sorted({int(s) for s in ActivationSource.from_shards(p, 1, "image").load(with_labels=True)[1]["scene"]}))
+              for p in q}
+    assert tuple(sorted(train + held)) in scenes  # the capped build's question harvest: those rows only
+    from steerlang.dictionary.concepts import load_concept_set
+
+    assert {"cat", "dog", "tree"} <= {c.name for c in load_concept_set(out).concepts}
+    res = runner.invoke(app, ["dict", "build", "--data", str(built.parent / "corpus"), "--reuse-saes", str(built.parent / "saes01"),
+                              "--out", str(built.parent / "set50"), "--concept-samples", "50"])
+    assert res.exit_code != 0 and "--concept-samples: give at least 100 (or 0 for every sample), got 50" in res.output
+
+
 def test_reuse_saes_needs_data_and_a_set(tmp_path: Path) -> None:
     res = runner.invoke(app, ["dict", "build", "--out", str(tmp_path / "a"), "--reuse-saes", "dictionaries/toyworld"])
     assert res.exit_code != 0 and "--reuse-saes: goes with --data" in res.output

@@ -32,6 +32,17 @@ def test_two_passes_give_the_same_samples(corpus) -> None:
     assert first == [(s.row, s.name, s.text, s.image.tobytes()) for s in ds]
 
 
+def test_a_row_subset_streams_those_rows_with_their_numbers_and_shards(corpus) -> None:
+    from steerlang.data import RowSubset
+
+    ds = RowSubset(open_dataset(corpus[0], prompt_column=None), [3, 1])
+    assert ds.count_rows() == 2 and ds.location == open_dataset(corpus[0]).location
+    assert [(s.row, s.name, s.text) for s in ds] == [(1, "sub/b.png", "caption 1"), (3, "d.png", "caption 3")]
+    assert [s.row for s in ds.iter(shard=(1, 2))] == [1, 3] and list(ds.iter(shard=(0, 2))) == []
+    assert ds.report.good == 0 and ds.report.complete
+    assert ds.options["rows"] == [1, 3] and ds.caption_column == "text"
+
+
 def test_csv_reads_like_jsonl_with_quoting_and_bom(tmp_path) -> None:
     root = tmp_path / "c"
     png(root / "x/1.png", 1)

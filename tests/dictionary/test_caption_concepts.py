@@ -35,6 +35,17 @@ def test_split_rows_holds_out_every_eighth_row() -> None:
     assert len(train) == 18 and 7 not in train
 
 
+def test_spread_rows_keeps_at_most_the_cap_evenly_and_the_held_out_share() -> None:
+    train, held = cc.split_rows(range(80))  # 70 training rows, 10 held out (7, 15, ..., 79)
+    assert cc.spread_rows(train, held, None) == (train, held)
+    assert cc.spread_rows(train, held, 80) == (train, held)
+    t, h = cc.spread_rows(train, held, 16)
+    assert len(h) == 2 and len(t) == 14  # 16 / 8 held out
+    assert h == [7, 47]  # held[0], held[5]: i * 10 // 2
+    assert t == [train[i * 70 // 14] for i in range(14)] and t[:3] == [0, 5, 11]
+    assert all(r % cc.HELD_EVERY != cc.HELD_EVERY - 1 for r in t)
+
+
 def test_image_scores_are_the_max_over_each_images_patches() -> None:
     s = _split(2, (1, 3))
     pre = torch.tensor([[1.0, 0.0], [3.0, -1.0], [2.0, -2.0], [0.0, 5.0], [-1.0, 4.0], [0.5, 0.0]])

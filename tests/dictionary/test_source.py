@@ -46,6 +46,23 @@ def test_filter_and_load(tmp_path, modality, codes):
     assert torch.equal(torch.cat(list(src.iter_batches(10))), x)
 
 
+def test_load_keeps_the_rows_a_filter_selects_shard_by_shard(tmp_path):
+    root, mod = _harvest(tmp_path)  # scene = row // 10; 4 shards of 64 rows
+    src = ActivationSource.from_shards(root, layer=0, modality="image")
+    seen = []
+
+    def keep(lab):
+        seen.append(len(lab["scene"]))
+        return (lab["scene"] % 3 == 1) | (lab["scene"] == 22)
+
+    x, lab = src.load(with_labels=True, keep=keep)
+    want = (torch.isin(mod.long(), torch.tensor([0]))) & (((torch.arange(230) // 10) % 3 == 1) | (torch.arange(230) // 10 == 22))
+    assert torch.equal(x[:, 0], torch.arange(230, dtype=torch.float32)[want])  # rows in order, the others dropped
+    assert torch.equal(lab["scene"].long(), (torch.arange(230) // 10)[want])
+    assert len(seen) == 4 and max(seen) <= 64  # called once a shard, with that shard's rows only
+    assert torch.equal(src.load(keep=keep), x)  # labels read for the filter even when not returned
+
+
 def test_shuffled_batches_seeded_streaming_and_resumable(tmp_path):
     root, _ = _harvest(tmp_path)
     src = ActivationSource.from_shards(root, layer=0, buffer_shards=2)
