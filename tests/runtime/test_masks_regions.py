@@ -137,3 +137,31 @@ def test_closing_in_a_later_view_and_a_later_sample() -> None:
     grown = close_on_grid(mask, pos, dilate_only=True)
     assert grown[1, 15:].tolist() == [True, True, False, True, True, False, False, False, False]
     assert grown[1, 10:15].tolist() == [True, True, True, True, False] and not grown[0].any()
+
+
+def test_a_plain_grid_after_a_sample_with_views_is_closed_too() -> None:
+    """Sample 0 has views (one 3x3 view), sample 1 a plain 3x3 grid; both are marked around the
+    centre: each is closed (the centre fills in), the sample after one with views included."""
+    views = ImageGrid([View(0, 3, 3)], family="X")
+    ids = torch.tensor([[BOS] + [IMG] * 9, [BOS] + [IMG] * 9])
+    lay = Layout.from_prefill(ids, None, ids == IMG, lambda i: views if i == 0 else (3, 3), BOS)
+    pos = lay.positions(0, 10)
+    ring = torch.tensor([True] * 4 + [False] + [True] * 4)
+    mask = torch.zeros(2, 10, dtype=torch.bool)
+    mask[:, 1:] = ring
+    closed = close_on_grid(mask, pos)
+    assert closed[:, 1:].all() and not closed[:, 0].any()
+    corner = torch.zeros(2, 10, dtype=torch.bool)
+    corner[:, 1] = True
+    grown = close_on_grid(corner, pos, dilate_only=True)
+    assert grown[0].tolist() == grown[1].tolist() == [False, True, True, False, True, True, False, False, False, False]
+
+
+def test_a_plain_grid_of_one_row_is_closed() -> None:
+    """A plain 1x5 grid (one row of patches): closing fills the one-patch gap, dilation grows by one."""
+    ids = torch.tensor([[BOS] + [IMG] * 5 + [5]])
+    pos = Layout.from_prefill(ids, None, ids == IMG, lambda _i: (1, 5), BOS).positions(0, 7)
+    mask = torch.zeros(1, 7, dtype=torch.bool)
+    mask[0, 1:6] = torch.tensor([True, False, True, False, False])
+    assert close_on_grid(mask, pos)[0].tolist() == [False, True, True, True, False, False, False]
+    assert close_on_grid(mask, pos, dilate_only=True)[0].tolist() == [False, True, True, True, True, False, False]
