@@ -113,7 +113,6 @@ class HookPlan:
     edits: list[PlannedEdit]
     traced: list[CConcept]
     chains: list[tuple[str, list[tuple[CConcept, tuple[int, ...]]], bool]]
-    concepts: dict[str, CConcept]  # every compiled concept by label (bindings first)
     layers: list[int] = field(default_factory=list)  # layers to hook
     latents: dict[tuple[int, str], Tensor] = field(default_factory=dict)  # (layer, modality) -> sorted global idx
     dense: bool = False
@@ -140,8 +139,8 @@ def _where(program: ir.Program) -> str:
 
 
 class _Compiler:
-    def __init__(self, program: ir.Program, cs: ConceptSet, n_layers: int, hidden_size: int) -> None:
-        self.program, self.cs, self.n_layers, self.hidden = program, cs, n_layers, hidden_size
+    def __init__(self, program: ir.Program, cs: ConceptSet, n_layers: int) -> None:
+        self.program, self.cs, self.n_layers = program, cs, n_layers
         self.cache: dict[str, CConcept] = {}
 
     def concept(self, c: ir.Concept) -> CConcept:
@@ -151,10 +150,18 @@ class _Compiler:
         terms = []
         for t in c.terms:
             ref = t.ref
-            found = self.cs.by_key(ref.key) if ref.key is not None else None
-            if found is None or (ref.key is None and found is None):
+            # A checked program carries each concept's key and the table's name for it; both must
+            # still hold, or the program was checked against another dictionary (or a rebuilt one
+            # whose latent ids moved). Hand-written IR may carry the name only.
+            if ref.key is not None:
+                found = self.cs.by_key(ref.key)
+                if found is not None and ref.canonical is not None and found.name != ref.canonical:
+                    raise InputError(f"{_where(self.program)}concept {ref.name!r} was checked as {ref.key} "
+                                     f"({ref.canonical!r}), which dictionary {self.cs.name!r} calls {found.name!r}: "
+                                     f"check the program again against this dictionary")
+            else:
                 found = self.cs.by_name(ref.canonical or ref.name)
-            if found is None or (ref.key is not None and found.key != ref.key):
+            if found is None:
                 raise InputError(f"{_where(self.program)}unknown concept {ref.name!r} in dictionary {self.cs.name!r} "
                                  f"(was the program compiled against another dictionary?)")
             terms.append((found, t.weight))
@@ -222,8 +229,9 @@ def compile_plan(program: ir.Program, concept_set: ConceptSet, *, n_layers: int,
 
     `trace=False` drops traces (and the concepts only expectations read), for timing runs.
     """
-    comp = _Compiler(program, concept_set, n_layers, hidden_size)
-    concepts = {name: comp.concept(c) for name, c in program.bindings.items()}
+    comp = _Compiler(program, concept_set, n_layers)
+    for c in program.bindings.values():  # an unused binding must still resolve
+        comp.concept(c)
     edits: list[PlannedEdit] = []
     for step in program.steps:
         if isinstance(step, ir.Steer):
@@ -253,8 +261,6 @@ def compile_plan(program: ir.Program, concept_set: ConceptSet, *, n_layers: int,
         for cc in wanted:
             if all(cc is not t for t in traced):
                 traced.append(cc)
-    for cc in [*concepts.values(), *traced]:
-        concepts.setdefault(cc.label, cc)
 
     # Latents and layers each hook needs.
     need: dict[tuple[int, str], set[int]] = {}
@@ -292,4 +298,4 @@ def compile_plan(program: ir.Program, concept_set: ConceptSet, *, n_layers: int,
             raise DictionaryError(f"{concept_set.root}: latent {bad[0]} is out of range for the {m} dictionary at layer {layer} "
                                   f"({sae.cfg.d_sae} latents)")
         latents[(layer, m)] = torch.tensor(sorted(idx), dtype=torch.long)
-    return HookPlan(concept_set, edits, traced, chains, concepts, sorted(hooked), latents, dense)
+    return HookPlan(concept_set, edits, traced, chains, sorted(hooked), latents, dense)

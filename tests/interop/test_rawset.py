@@ -16,8 +16,8 @@ from steerlang.lang import LangError, compile_program, ir
 from steerlang.runtime.plan import compile_plan
 
 
-def _plan(cs, text: str, n_layers: int = 4):
-    return compile_plan(compile_program(text, cs), cs, n_layers=n_layers, hidden_size=D)
+def _plan(cs, text: str, n_layers: int = 4, file: str | None = None):
+    return compile_plan(compile_program(text, cs, file=file), cs, n_layers=n_layers, hidden_size=D)
 
 
 def test_one_saelens_folder_serves_both_modalities(tmp_path):
@@ -47,8 +47,10 @@ def test_modality_from_metadata_or_folder_names(tmp_path):
     assert cs.lookup_id("joint", 0) is None and "per modality" in cs.id_hint("joint", 0)
     assert cs.lookup_id("text", 0).layers == (1,) and cs.lookup_id("image", 0).layers == (1, 3)
     # latent 0 of layer 1's SAE is not latent 0 of layer 3's: an edit must say which layer
-    with pytest.raises(InputError, match=r"image#0 names latent 0 of a different SAE at each of layers 1, 3: .*at layer 1"):
-        _plan(cs, "steer image { set image#0 = 1 }")
+    with pytest.raises(InputError) as err:
+        _plan(cs, "steer image { set image#0 = 1 }", file="p.stl")
+    assert str(err.value) == ("p.stl: image#0 names latent 0 of a different SAE at each of layers 1, 3: say which one by "
+                              "adding `at layer 1` (or another of them) to the steer line")
     assert _plan(cs, "steer image at layer 3 { set image#0 = 1 }").layers == [3]
     assert _plan(cs, "steer prompt { off text#0 }").layers == [1]  # one text SAE: no ambiguity
 
