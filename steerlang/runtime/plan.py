@@ -170,12 +170,12 @@ class _Compiler:
         self.cache[key] = cc
         return cc
 
-    def compare(self, c: ir.Compare, default: str = "image") -> CCompare:
+    def compare(self, c: ir.Compare, default: str) -> CCompare:
         return CCompare(self.concept(c.concept), c.op, c.threshold, c.modality or default)  # type: ignore[arg-type]
 
     def condition(self, c: ir.Condition) -> Cond:
         if isinstance(c, ir.Compare):
-            return self.compare(c)
+            return self.compare(c, "image")  # a checked rule always says; hand-written IR may not
         if isinstance(c, ir.And):
             return CAnd(tuple(self.condition(i) for i in c.items))
         if isinstance(c, ir.Or):
@@ -286,9 +286,7 @@ def compile_plan(program: ir.Program, concept_set: ConceptSet, *, n_layers: int,
         for layer in cc.layers:
             want(cc, layer)
     latents: dict[tuple[int, str], Tensor] = {}
-    for (layer, m), idx in sorted(need.items()):
-        if not idx:
-            continue
+    for (layer, m), idx in sorted(need.items()):  # never empty: a latent group has at least one latent
         sae = concept_set.sae(layer, m)  # DictionaryError if the concept set lacks it
         if sae.cfg.d_in != hidden_size:
             raise DictionaryError(f"the {m} dictionary at layer {layer} has d_in {sae.cfg.d_in} but the model's hidden size is "

@@ -163,3 +163,31 @@ def test_a_latent_past_the_dictionary(exact_session, exact_concepts, latent: int
         plan(cs, compile_program('steer prompt at layer 0 { off concept "odd" }', cs))
     assert str(err.value) == (f"{exact_concepts.root}: latent {latent} is out of range for the text dictionary at layer 0 "
                               "(64 latents)")
+
+
+# -- hand-written IR: what the checker always fills in -------------------------------------------------
+
+
+def test_hand_written_ir_without_labels_or_a_rule_modality(exact_session, exact_concepts) -> None:  # noqa: ANN001
+    """Labels spell the expression when the IR has none; a rule that does not say where to read its
+    concept reads the image."""
+    prog = exact_session.compile(HEAD + "expect (cat | dog) > 0.3 in output\nexpect (0.5*cat + 2*dog) > 0.3 in output\n"
+                                 "expect (cat + word) > 0.3 in output\n"
+                                 "when cat > 0.3 in prompt { steer prompt at layer 0 { off dog } }")
+    bare = [x.model_copy(update={"condition": x.condition.model_copy(update={
+        "concept": x.condition.concept.model_copy(update={"label": None})})}) for x in prog.expectations]
+    rule = prog.steps[0]
+    rule = rule.model_copy(update={"condition": rule.condition.model_copy(update={"modality": None})})
+    p = plan(exact_concepts, prog.model_copy(update={"expectations": bare, "steps": [rule]}))
+    assert [c.label for c in p.traced] == ["cat | dog", "0.5*cat + 2*dog", "cat + word"]
+    assert p.edits[0].condition.modality == "image"
+
+
+def test_a_rule_on_a_concept_without_latents_wants_none(exact_session, exact_concepts) -> None:  # noqa: ANN001
+    """A concept with no latent group anywhere: a rule on it has nothing to read (no latents, no
+    extra layer), instead of failing to pick a layer."""
+    empty = Concept("text", 902, "empty", (), ())
+    cs = dataclasses.replace(exact_concepts, concepts=[*exact_concepts.concepts, empty])
+    prog = compile_program('when concept "empty" > 0.3 in prompt { steer prompt at layer 1 { off concept "word" } }', cs)
+    p = plan(cs, prog, trace=False)
+    assert p.layers == [1] and {k: v.tolist() for k, v in p.latents.items()} == {(1, "image"): [30], (1, "text"): [30]}
