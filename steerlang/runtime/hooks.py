@@ -252,12 +252,12 @@ class _Layer:
             self.st.w_cache[key] = got
         return got
 
-    def term_activation(self, c: Any, m: str, z: Tensor | None = None) -> Tensor | None:
+    def term_activation(self, c: Any, m: str) -> Tensor | None:
         """[N_m] activation of one dictionary concept on modality m's positions (None: no group)."""
         g = c.group(self.layer, m)
         if g is not None and g.read != "code":
             return self._pre_activation(m, g)
-        zz = self.latents(m) if z is None else z
+        zz = self.latents(m)
         if g is None or zz is None:
             return None
         return (zz[:, self.cols(m, g.latents)] @ self.weights(g, zz.dtype)) / g.scale
@@ -276,15 +276,15 @@ class _Layer:
             return pre @ self.weights(g, pre.dtype) + off[0]
         return (pre * self.weights(g, pre.dtype) + off).amax(dim=1)
 
-    def activation(self, cc: CConcept, z: dict[str, Tensor | None] | None = None) -> Tensor:
+    def activation(self, cc: CConcept) -> Tensor:
         """[B, T] activation of a compiled concept at this layer (0 where it has no group)."""
-        if z is None and id(cc) in self._acts:
+        if id(cc) in self._acts:
             return self._acts[id(cc)]
         out: Tensor | None = None
         for c, w in cc.terms:
             a = torch.zeros(self.pos.shape, dtype=torch.float32, device=self.h.device)
             for m in MODALITIES:
-                t = self.term_activation(c, m, None if z is None else z.get(m))
+                t = self.term_activation(c, m)
                 if t is not None:
                     a[self.sel[m]] = t.float()
             if out is None:
@@ -292,8 +292,7 @@ class _Layer:
             else:
                 out = out + a * w if cc.combine == "sum" else torch.maximum(out, a)
         assert out is not None
-        if z is None:
-            self._acts[id(cc)] = out
+        self._acts[id(cc)] = out
         return out
 
     def read(self, cc: CConcept) -> Tensor:

@@ -94,3 +94,13 @@ def test_closing_fills_holes_but_does_not_grow_the_outline() -> None:
     want[3, 3] = True
     assert torch.equal(closed[0, 1:-1].view(rows, cols), want)
     assert bool(closed[0, -1]) and not bool(closed[0, 0])
+
+
+def test_a_one_position_prompt_is_continued_from_its_cache() -> None:
+    """A prompt of one position (generation from `<s>` alone): a call after a cache of that one
+    position continues it; without a cache, only a longer sequence starting with it does."""
+    lay = Layout(input_ids=torch.tensor([[1]]), kind=torch.tensor([[PROMPT]]), patch=torch.tensor([[-1]]), grid=[(0, 0)])
+    assert lay.continues(torch.tensor([[7]]), past=1)
+    assert not lay.continues(torch.tensor([[7]]), past=0)
+    assert lay.continues(torch.tensor([[1, 7]]), past=0) and not lay.continues(torch.tensor([[2, 7]]), past=0)
+    assert not lay.continues(torch.tensor([[7], [7]]), past=1)  # another batch size

@@ -1,0 +1,46 @@
+"""`steer all` edits image and text positions in one call: each must come out as `steer image` and
+`steer prompt` give them, including when the image half has nothing to do (no group, nothing
+present) or ends early. On the identity-like dictionary of runtime_support. Written with mutation
+testing (benchmarks/MUTATION.md): a `continue` turned `break` in the loop over modalities left the
+text positions unedited."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from runtime_support import EXACT_GROUPS, encode, kinds, steered_input
+
+from steerlang.runtime.session import load_image
+
+HEAD = "".join(f'let {n} = concept "{n}"\n' for n in EXACT_GROUPS) + 'let x3 = concept "x3"\n'
+# x3 has no image group: a second block makes layer 0 compute image latents all the same, so the
+# image half of `steer all` runs and finds nothing present.
+IMAGE_TOO = "\nsteer image at layer 0 { scale dog by 1 }"
+
+
+@pytest.fixture(scope="module")
+def enc(bundle, images):  # noqa: ANN001, ANN201
+    return encode(bundle, [load_image(p) for p in images])
+
+
+@pytest.mark.parametrize("edit", ["off cat", "replace cat with dog", "add word * 3", "set star = 2",
+                                  "scale dog by 3", "clamp cat to [0, 1]", "off x3", "replace x3 with word"])
+def test_steer_all_is_steer_image_plus_steer_prompt(exact_session, enc, edit: str) -> None:  # noqa: ANN001
+    img, prompt = kinds(exact_session, enc)
+    before, after_all = steered_input(exact_session, HEAD + f"steer all at layer 0 {{ {edit} }}" + IMAGE_TOO, enc, 0)
+    _, after_img = steered_input(exact_session, HEAD + f"steer image at layer 0 {{ {edit} }}" + IMAGE_TOO, enc, 0)
+    _, after_prompt = steered_input(exact_session, HEAD + f"steer prompt at layer 0 {{ {edit} }}" + IMAGE_TOO, enc, 0)
+    assert not torch.equal(after_prompt[prompt], before[prompt])  # the edit does something to the prompt
+    assert torch.equal(after_all[img], after_img[img])
+    assert torch.equal(after_all[prompt], after_prompt[prompt])
+
+
+def test_where_below_a_threshold(exact_session, enc) -> None:  # noqa: ANN001
+    """`where fish < t`: fish reads h_25 + 2 > 0 on every patch, so below 0.0001 nowhere (nothing
+    changes) and below 100 everywhere (every image position is set)."""
+    img, _ = kinds(exact_session, enc)
+    before, after = steered_input(exact_session, HEAD + "steer image where fish < 0.0001 at layer 0 { set word = 5 }", enc, 0)
+    assert torch.equal(after, before)
+    before, after = steered_input(exact_session, HEAD + "steer image where fish < 100 at layer 0 { set word = 5 }", enc, 0)
+    changed = (after != before).any(-1)
+    assert torch.equal(changed, img)

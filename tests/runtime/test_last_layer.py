@@ -1,0 +1,62 @@
+"""Edits at the last layer (the last block's output, a forward hook rather than a pre-hook): the
+edit is written, only where it applies, and a block that returns a tuple gets a tuple back with its
+other items kept. Written with mutation testing (benchmarks/MUTATION.md): no test edited there."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from runtime_support import encode, kinds
+
+from steerlang.runtime.session import load_image
+
+PROG = 'let word = concept "word"\nsteer prompt at layer 2 { set word = 3 }'
+
+
+@pytest.fixture(scope="module")
+def enc(bundle, images):  # noqa: ANN001, ANN201
+    return encode(bundle, [load_image(p) for p in images])
+
+
+def last_output(session, enc: dict, prog: str | None) -> torch.Tensor:  # noqa: ANN001
+    seen: list[torch.Tensor] = []
+    block = session.adapter.decoder_layers()[-1]
+    with torch.no_grad():
+        st = session.steer(prog) if prog else None
+        if st is not None:
+            st.__enter__()
+        h = block.register_forward_hook(lambda _m, _a, out: seen.append((out[0] if isinstance(out, tuple) else out).clone()))
+        try:
+            session.model(**enc)
+        finally:
+            h.remove()
+            if st is not None:
+                st.__exit__(None, None, None)
+    return seen[0]
+
+
+def test_an_edit_at_the_last_layer_is_written_where_it_applies(session, enc) -> None:  # noqa: ANN001
+    img, prompt = kinds(session, enc)
+    before, after = last_output(session, enc, None), last_output(session, enc, PROG)
+    changed = (after != before).any(-1)
+    assert torch.equal(changed, prompt)
+    # word is latent 30 of the layer-2 text SAE (weight 1, scale 1): set to 3, the SAE's error kept
+    sae = session.concepts.sae(2, "text")
+    with torch.no_grad():
+        z = sae.encode(before[prompt].float())[:, 30]
+        want = before[prompt] + (3.0 - z)[:, None] * sae.W_dec[30]
+    assert torch.allclose(after[prompt], want, atol=1e-5)
+
+
+def test_a_block_returning_a_tuple_gets_a_tuple(session, enc) -> None:  # noqa: ANN001
+    """The hook called as a block returning (hidden, extra) would call it: the same edit, extra kept;
+    and None (no change) where the call is not one the steerer saw."""
+    after = last_output(session, enc, PROG)
+    before = last_output(session, enc, None)
+    with session.steer(PROG) as st, torch.no_grad():
+        session.model(**enc)  # the steerer records this call's positions
+        hook = st._post(2)
+        got = hook(None, (), (before.clone(), "extra", 7))
+        assert isinstance(got, tuple) and got[1:] == ("extra", 7) and torch.equal(got[0], after)
+        assert torch.equal(hook(None, (), before.clone()), after)
+        assert hook(None, (), (before[:, :3].clone(), "extra")) is None
