@@ -60,3 +60,40 @@ def test_a_block_returning_a_tuple_gets_a_tuple(session, enc) -> None:  # noqa: 
         assert isinstance(got, tuple) and got[1:] == ("extra", 7) and torch.equal(got[0], after)
         assert torch.equal(hook(None, (), before.clone()), after)
         assert hook(None, (), (before[:, :3].clone(), "extra")) is None
+
+
+def test_a_pre_hook_given_hidden_states_by_keyword(session, enc) -> None:  # noqa: ANN001
+    """A block called with `hidden_states=` (some families) or with more positional arguments: the
+    same edit, the other arguments kept."""
+    prog = 'let word = concept "word"\nsteer prompt at layer 1 { set word = 3 }'
+    seen: list[torch.Tensor] = []
+    block = session.adapter.decoder_layers()[1]
+    with session.steer(prog) as st, torch.no_grad():
+        h = block.register_forward_pre_hook(lambda _m, args, kw: seen.append((args[0] if args else kw["hidden_states"]).clone()),
+                                            with_kwargs=True)
+        try:
+            session.model(**enc)  # records the call's positions; `seen` holds the block's steered input
+        finally:
+            h.remove()
+        hook = st._pre(1)
+        before = seen[0].clone()
+        first = hook(None, (before.clone(), "a", "b"), {"k": 1})
+        assert first is not None and first[0][1:] == ("a", "b") and first[1] == {"k": 1}
+        edited = first[0][0]
+        args, kwargs = hook(None, (), {"hidden_states": before.clone(), "k": 1})
+        assert args == () and kwargs["k"] == 1 and torch.equal(kwargs["hidden_states"], edited)
+
+
+def test_a_trace_reads_the_concept_after_the_edit(exact_session, enc) -> None:  # noqa: ANN001
+    """`set word = 3` on the prompt at layer 0 with `trace word`: the trace reads 3 on the prompt
+    at layer 0 (after the edit), and h_30 + 2 elsewhere (word's code on the identity-like SAE)."""
+    from runtime_support import EXACT_GROUPS
+
+    head = "".join(f'let {n} = concept "{n}"\n' for n in EXACT_GROUPS)
+    with exact_session.steer(head + "trace word\nsteer prompt at layer 0 { set word = 3 }") as st, torch.no_grad():
+        exact_session.model(**enc)
+    got = st.trace.max_activation("word", "prompt", 0)
+    assert torch.allclose(got, torch.full_like(got, 3.0), atol=1e-5)
+    with exact_session.steer(head + "trace word") as plain, torch.no_grad():
+        exact_session.model(**enc)
+    assert (plain.trace.max_activation("word", "prompt", 0) < 2.5).all()

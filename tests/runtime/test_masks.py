@@ -104,3 +104,41 @@ def test_a_one_position_prompt_is_continued_from_its_cache() -> None:
     assert not lay.continues(torch.tensor([[7]]), past=0)
     assert lay.continues(torch.tensor([[1, 7]]), past=0) and not lay.continues(torch.tensor([[2, 7]]), past=0)
     assert not lay.continues(torch.tensor([[7], [7]]), past=1)  # another batch size
+
+
+def test_layout_of_a_one_column_grid_and_its_marks_off_the_image() -> None:
+    """A 3 x 1 grid: patches 0, 1, 2 are rows 0, 1, 2 of column 0; every position that is not a
+    patch has row, column and view -1 (the marks `Positions` documents)."""
+    lay = Layout(input_ids=torch.tensor([[1, 9, 9, 9, 5]]), kind=torch.tensor([[PROMPT, IMAGE, IMAGE, IMAGE, PROMPT]]),
+                 patch=torch.tensor([[-1, 0, 1, 2, -1]]), grid=[(3, 1)])
+    assert lay.rows.tolist() == [[-1, 0, 1, 2, -1]] and lay.cols.tolist() == [[-1, 0, 0, 0, -1]]
+    assert lay.view.tolist() == [[-1, 0, 0, 0, -1]]
+
+
+def test_decode_step_positions_are_the_general_ones() -> None:
+    """The cheap path for calls past the prompt gives what the general path gives for the same
+    positions: output kind (int8), -1 marks, output indices from 0."""
+    lay = Layout(input_ids=torch.tensor([[1, 9, 9, 5], [1, 9, 9, 6]]),
+                 kind=torch.tensor([[PROMPT, IMAGE, IMAGE, PROMPT]] * 2, dtype=torch.int8),
+                 patch=torch.tensor([[-1, 0, 1, -1]] * 2),
+                 grid=[(1, 2), (1, 2)])
+    fast, general = lay.positions(4, 3), lay.positions(3, 4)
+    assert fast.kind.dtype == torch.int8 and fast.start == 4 and fast.shape == (2, 3)
+    for name in ("kind", "patch", "row", "col", "out_index", "view"):
+        a, b = getattr(fast, name), getattr(general, name)[:, 1:]
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+    assert fast.out_index.tolist() == [[0, 1, 2]] * 2 and fast.patch.tolist() == [[-1] * 3] * 2
+
+
+def test_layout_of_views_one_of_them_a_single_column() -> None:
+    """Views 2 x 2 (patches 0-3) and 3 x 1 (patches 4-6): rows, columns and views per view; -1 on
+    the positions that are not patches."""
+    from steerlang.runtime.masks import ImageGrid, View
+
+    patch = torch.tensor([[-1, 0, 1, 2, 3, 4, 5, 6, -1]])
+    kind = torch.tensor([[PROMPT] + [IMAGE] * 7 + [PROMPT]], dtype=torch.int8)
+    lay = Layout(input_ids=torch.zeros_like(patch), kind=kind, patch=patch,
+                 grid=[ImageGrid([View(0, 2, 2), View(4, 3, 1, None, "column")])])
+    assert lay.rows.tolist() == [[-1, 0, 0, 1, 1, 0, 1, 2, -1]]
+    assert lay.cols.tolist() == [[-1, 0, 1, 0, 1, 0, 0, 0, -1]]
+    assert lay.view.tolist() == [[-1, 0, 0, 0, 0, 1, 1, 1, -1]]

@@ -100,3 +100,19 @@ def test_the_prefills_inputs_are_not_kept_after_the_run(exact_session, enc) -> N
     with exact_session.steer(HEAD + "steer image at layer 0 { off cat }"), torch.no_grad():
         exact_session.model(**enc)
     assert exact_session.adapter._grids is None
+
+
+def test_a_call_with_positions_past_its_length_and_no_cache() -> None:
+    import transformers
+
+    from steerlang.errors import SteerError
+    from steerlang.runtime.hooks import cached_length
+
+    assert cached_length((), {"position_ids": torch.tensor([[1, 2]])}, 2) == 0  # counted from 1 (PaliGemma)
+    with pytest.raises(SteerError) as err:
+        cached_length((), {"position_ids": torch.tensor([[5, 6]])}, 2)
+    assert str(err.value) == (
+        f"cannot tell a prefill from a decode step: transformers {transformers.__version__} called the model with "
+        "position ids up to 6 for 2 new tokens but passed no cache this runtime recognises (no cache_position, no "
+        "argument with get_seq_length); steering would edit the wrong positions. Install a transformers version "
+        "steerlang supports (see the README) or report this.")
