@@ -44,3 +44,31 @@ def test_where_below_a_threshold(exact_session, enc) -> None:  # noqa: ANN001
     before, after = steered_input(exact_session, HEAD + "steer image where fish < 100 at layer 0 { set word = 5 }", enc, 0)
     changed = (after != before).any(-1)
     assert torch.equal(changed, img)
+
+
+@pytest.mark.parametrize("edit", ["replace x3 with x5", "off x3"])
+def test_steer_all_without_image_latents_at_the_layer(exact_session, enc, edit: str) -> None:  # noqa: ANN001
+    """No concept of the program has an image group at layer 0: the image half of `steer all` has
+    no codes to edit and the text half is still edited."""
+    head = HEAD + 'let x5 = concept "x5"\n'
+    img, prompt = kinds(exact_session, enc)
+    before, after_all = steered_input(exact_session, head + f"steer all at layer 0 {{ {edit} }}", enc, 0)
+    _, after_prompt = steered_input(exact_session, head + f"steer prompt at layer 0 {{ {edit} }}", enc, 0)
+    assert not torch.equal(after_prompt[prompt], before[prompt])
+    assert torch.equal(after_all[prompt], after_prompt[prompt]) and torch.equal(after_all[img], before[img])
+
+
+def test_two_chains_gated_at_a_lower_layer(exact_session, enc) -> None:  # noqa: ANN001
+    """Two forced chains whose second links (layer 1) are gated by x3 and by x5, which exist at
+    layer 0 only and read about 2 on the prompt: both gates are read at layer 0, so `on star`
+    applies on the prompt (star's latents, p_j = h_j + 2, give 2 p_22 - p_23 = 1 there; about 2
+    without the edit) whichever chain comes first."""
+    head = HEAD + 'let x5 = concept "x5"\n'
+    _, prompt = kinds(exact_session, enc)
+    one = "force chain a: x3 at layer 0 -> word at layer 1"
+    two = "force chain b: x5 at layer 0 -> star at layer 1"
+    for prog in (two, one + "\n" + two, two + "\n" + one):
+        _, after = steered_input(exact_session, head + prog, enc, 1)
+        h = after[prompt]
+        star = 2 * (h[:, 22] + 2) - (h[:, 23] + 2)
+        assert torch.allclose(star, torch.ones_like(star), atol=1e-4), prog

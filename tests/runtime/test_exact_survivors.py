@@ -340,3 +340,15 @@ def test_a_fused_jumprelu_layer_reads_its_thresholds(ssession, enc) -> None:  # 
         assert bool((h[..., 5] + 2.0 < 2.5).all())
         assert torch.allclose(h2[..., 3], h[..., 3] + 2 * (h[..., 3] + 2.0), atol=ATOL, rtol=0)
         assert torch.equal(h2[..., others], h[..., others])
+
+
+def test_steer_all_after_the_background_covered_every_present_patch(ssession, enc) -> None:  # noqa: ANN001
+    """`steer all { off patchy }` at layer 0: patchy is present on patches that all have a
+    background row, so the image half ends after writing those states; the prompt half is still
+    edited (as `steer prompt` edits it)."""
+    img, prompt = kinds(ssession, enc)
+    before, after_all = steered_input(ssession, HEAD + "steer all at layer 0 { off patchy }", enc, 0)
+    _, after_img = steered_input(ssession, HEAD + "steer image at layer 0 { off patchy }", enc, 0)
+    _, after_prompt = steered_input(ssession, HEAD + "steer prompt at layer 0 { off patchy }", enc, 0)
+    assert not torch.equal(after_prompt[prompt], before[prompt]) and not torch.equal(after_img[img], before[img])
+    assert torch.equal(after_all[img], after_img[img]) and torch.equal(after_all[prompt], after_prompt[prompt])
