@@ -72,3 +72,45 @@ def test_two_chains_gated_at_a_lower_layer(exact_session, enc) -> None:  # noqa:
         h = after[prompt]
         star = 2 * (h[:, 22] + 2) - (h[:, 23] + 2)
         assert torch.allclose(star, torch.ones_like(star), atol=1e-4), prog
+
+
+@pytest.fixture(scope="module")
+def full_bg_session(bundle, tmp_path_factory):  # noqa: ANN001, ANN201
+    """The identity-like SAEs at layer 0 and one concept, cat = z_3 (present everywhere), with a
+    background row for every one of the 81 patches (row p = p * 0.01 + 7)."""
+    import json
+
+    from runtime_support import exact_sae
+
+    from steerlang.dictionary.concepts import Concept, LatentGroup, load_concept_set, save_concept_set
+    from steerlang.dictionary.io import save_dictionary
+    from steerlang.runtime.session import Session
+
+    root = tmp_path_factory.mktemp("fullbg") / "set"
+    root.mkdir(parents=True)
+    entries = []
+    for m in ("image", "text"):
+        save_dictionary(exact_sae("relu", 0, m), root / f"saes/layer0-{m}")
+        entries.append({"layer": 0, "modality": m, "path": f"saes/layer0-{m}"})
+    (root / "saes.json").write_text(json.dumps({"model": "tiny", "layers": [0], "modalities": ["image", "text"], "saes": entries}))
+    rows, cols = bundle.patch_grid
+    bg = torch.arange(rows * cols, dtype=torch.float32)[:, None] * 0.01 + 7.0
+    cat = Concept("joint", 0, "cat", (), tuple(LatentGroup(0, m, (3,), (1.0,)) for m in ("image", "text")))  # type: ignore[arg-type]
+    save_concept_set(root, name="fullbg", model="tiny", layers=[0], concepts=[cat],
+                     tensors={"background.L0": bg.expand(rows * cols, 32).contiguous()})
+    return Session(bundle, load_concept_set(root))
+
+
+def test_steer_all_after_the_background_gave_every_present_patch_a_state(full_bg_session, enc) -> None:  # noqa: ANN001
+    """`off cat` on every image patch: each gets the background's state and the image half ends
+    there; the prompt half is still edited, as `steer prompt` edits it."""
+    s = full_bg_session
+    img, prompt = kinds(s, enc)
+    head = 'let cat = concept "cat"\n'
+    before, after_all = steered_input(s, head + "steer all at layer 0 { off cat }", enc, 0)
+    _, after_img = steered_input(s, head + "steer image at layer 0 { off cat }", enc, 0)
+    _, after_prompt = steered_input(s, head + "steer prompt at layer 0 { off cat }", enc, 0)
+    n = int(img[0].sum())  # patches per image
+    assert torch.allclose(after_img[img], torch.arange(float(n)).repeat(img.shape[0])[:, None] * 0.01 + 7.0, atol=1e-6)
+    assert not torch.equal(after_prompt[prompt], before[prompt])
+    assert torch.equal(after_all[img], after_img[img]) and torch.equal(after_all[prompt], after_prompt[prompt])
