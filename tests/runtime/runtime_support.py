@@ -96,27 +96,32 @@ def build_exact_concept_set(root) -> None:  # noqa: ANN001 - a Path
     save_concept_set(root, name="exactdict", model="tiny", layers=list(EXACT_LAYERS), concepts=concepts)
 
 
+@torch.no_grad()
+def captured(session, enc: dict, prog: str | None, layer: int, *, output: bool = False, **kw) -> torch.Tensor:  # noqa: ANN001
+    """The state entering block `layer` (`output`: leaving the last block) in one forward steered by
+    `prog` (None: unsteered). The capture hook is added after the steering hook, so it sees the edit."""
+    seen: list[torch.Tensor] = []
+    blocks = session.adapter.decoder_layers()
+    st = session.steer(prog, **kw) if prog is not None else None
+    if st is not None:
+        st.__enter__()
+    if output:
+        h = blocks[-1].register_forward_hook(lambda _m, _a, out: seen.append((out[0] if isinstance(out, tuple) else out).clone()))
+    else:
+        h = blocks[layer].register_forward_pre_hook(
+            lambda _m, args, kwargs: seen.append((args[0] if args else kwargs["hidden_states"]).clone()), with_kwargs=True)
+    try:
+        session.model(**enc)
+    finally:
+        h.remove()
+        if st is not None:
+            st.__exit__(None, None, None)
+    return seen[0]
+
+
 def steered_input(session, prog: str, enc: dict, layer: int, **kw) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
     """(the state entering `layer` unsteered, the same state after the steering hook)."""
-    seen: list[torch.Tensor] = []
-
-    def capture(_m: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        seen.append((args[0] if args else kwargs["hidden_states"]).clone())
-
-    block = session.adapter.decoder_layers()[layer]
-    with torch.no_grad():
-        for steered in (False, True):
-            st = session.steer(prog, **kw) if steered else None
-            if st is not None:
-                st.__enter__()
-            h = block.register_forward_pre_hook(capture, with_kwargs=True)  # after the steering hook
-            try:
-                session.model(**enc)
-            finally:
-                h.remove()
-                if st is not None:
-                    st.__exit__(None, None, None)
-    return seen[0], seen[1]
+    return captured(session, enc, None, layer), captured(session, enc, prog, layer, **kw)
 
 
 def kinds(session, enc: dict) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from runtime_support import encode, kinds
+from runtime_support import captured, encode, kinds
 
 from steerlang.runtime.session import load_image
 
@@ -19,20 +19,7 @@ def enc(bundle, images):  # noqa: ANN001, ANN201
 
 
 def last_output(session, enc: dict, prog: str | None) -> torch.Tensor:  # noqa: ANN001
-    seen: list[torch.Tensor] = []
-    block = session.adapter.decoder_layers()[-1]
-    with torch.no_grad():
-        st = session.steer(prog) if prog else None
-        if st is not None:
-            st.__enter__()
-        h = block.register_forward_hook(lambda _m, _a, out: seen.append((out[0] if isinstance(out, tuple) else out).clone()))
-        try:
-            session.model(**enc)
-        finally:
-            h.remove()
-            if st is not None:
-                st.__exit__(None, None, None)
-    return seen[0]
+    return captured(session, enc, prog, -1, output=True)
 
 
 def test_an_edit_at_the_last_layer_is_written_where_it_applies(session, enc) -> None:  # noqa: ANN001
